@@ -1,0 +1,140 @@
+// Plain C++ structs that cross the transport/engine boundary.
+//
+// server/ builds a Request from a gRPC message and receives a Result back; engine/
+// knows nothing of gRPC and server/ nothing of tensors. Nothing here includes ATen.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace moondream {
+
+using Clock = std::chrono::steady_clock;
+
+enum class Task { kCaption, kQuery, kDetect, kPoint, kEncodeImage };
+const char* TaskName(Task task);  // "caption", "query", ...
+
+enum class CaptionLength { kShort, kNormal };
+
+enum class FinishReason { kNone, kStop, kLength };
+
+// Sampling settings; the defaults are greedy decoding, like the reference.
+struct GenerationSettings {
+  int max_tokens = 0;        // 0 = model default (512)
+  float temperature = 0.0f;  // 0 = argmax
+  float top_p = 1.0f;        // (0, 1]
+  uint64_t seed = 0;
+};
+
+// Set by the transport when the client cancels; read by the engine between steps.
+using CancelFlag = std::atomic<bool>;
+
+struct Request {
+  Task task = Task::kCaption;
+  std::string model;         // empty = default model
+  std::string image_bytes;   // encoded image file (JPEG/PNG/WebP/GIF) ...
+  std::string image_handle;  // ... or a handle from an earlier EncodeImage
+  CaptionLength caption_length = CaptionLength::kNormal;
+  std::string text;  // the question (Query) or object name (Detect, Point)
+  GenerationSettings settings;
+  int max_objects = 0;  // Detect/Point; 0 = model default (50)
+  Clock::time_point deadline = Clock::time_point::max();
+  std::shared_ptr<CancelFlag> cancel = std::make_shared<CancelFlag>(false);
+};
+
+struct Usage {
+  int prompt_tokens = 0;
+  int image_tokens = 0;
+  int generated_tokens = 0;
+};
+
+// Milliseconds per stage; 0 for stages that did not run.
+struct Timings {
+  double queue_ms = 0;
+  double image_decode_ms = 0;
+  double vision_encode_ms = 0;
+  double prefill_ms = 0;
+  double decode_ms = 0;
+  double time_to_first_token_ms = 0;
+  double total_ms = 0;
+};
+
+struct Box {
+  float x_min = 0, y_min = 0, x_max = 0, y_max = 0;
+};
+
+struct Point {
+  float x = 0, y = 0;
+};
+
+struct Result {
+  std::string model;                 // name of the model that served the request
+  std::string text;                  // Caption / Query
+  std::vector<int32_t> token_ids;    // generated ids, end-of-text excluded
+  std::vector<Box> boxes;            // Detect
+  std::vector<Point> points;         // Point
+  std::string image_handle;          // EncodeImage
+  uint64_t image_cached_bytes = 0;   // EncodeImage
+  FinishReason finish_reason = FinishReason::kNone;
+  Usage usage;
+  Timings timings;
+};
+
+// Weight memory of one component at one precision.
+struct ComponentWeights {
+  std::string component;  // vision, projection, text, region
+  std::string precision;  // fp32, bf16, fp16, int8
+  uint64_t bytes = 0;
+  uint64_t parameters = 0;
+};
+
+struct QuantizationSummary {
+  std::string scheme;  // empty when the model is not quantized
+  int quantized_layers = 0;
+  int full_precision_layers = 0;
+  double mean_sqnr_db = 0;
+  double min_sqnr_db = 0;
+  std::string worst_layer;
+  double max_abs_error = 0;
+  double clipped_fraction = 0;
+};
+
+struct ModelInfo {
+  std::string name;       // moondream2, moondream2-int8, test
+  std::string precision;  // fp32, bf16, fp16, int8, none
+  std::string device;     // cpu, cuda
+  uint64_t parameter_count = 0;
+  std::vector<ComponentWeights> weights;
+  double load_seconds = 0;
+  QuantizationSummary quantization;
+  bool is_default = false;
+  std::string source;  // model directory or "builtin"
+};
+
+// Completion callbacks of one request. Both run on an engine worker thread.
+struct Callbacks {
+  // Streaming text: each piece is valid UTF-8. May be empty (not streaming).
+  std::function<void(std::string_view text)> on_text;
+  // Called exactly once, last.
+  std::function<void(absl::StatusOr<Result>)> on_done;
+};
+
+// Point-in-time engine counters for metrics.
+struct EngineStats {
+  int queued = 0;
+  int in_flight = 0;
+  uint64_t image_cache_bytes = 0;
+  int image_cache_entries = 0;
+  uint64_t kv_cache_bytes = 0;  // KV caches of requests running now
+};
+
+}  // namespace moondream

@@ -1,0 +1,56 @@
+// Internal interface between the engine core (scheduler, image cache) and one loaded
+// model variant (Moondream2 in some precision, or the weight-free test model).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/api.h"
+
+namespace moondream {
+
+// An image after decode + vision encode (+ for Moondream, the prefix KV cache).
+// Immutable and shared: one encoding serves many requests (EncodeImage handles);
+// each request copies what it mutates (copy-on-use of the prefix KV cache).
+class EncodedImage {
+ public:
+  virtual ~EncodedImage() = default;
+  virtual uint64_t bytes() const = 0;  // memory held, for the cache budget
+  int width = 0, height = 0;           // original image size in pixels
+};
+
+// Per-request state the model reads and writes; passed explicitly, never hidden.
+struct RunContext {
+  Clock::time_point deadline = Clock::time_point::max();
+  const CancelFlag* cancel = nullptr;
+  std::function<void(std::string_view)> on_text;  // streaming; may be empty
+  Timings* timings = nullptr;                      // stages add their time here
+
+  // OK, CANCELLED or DEADLINE_EXCEEDED. Models call it between steps so that a
+  // request stops within one token step.
+  absl::Status CheckAlive() const;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelInfo& info() const = 0;
+
+  // Decodes (INVALID_ARGUMENT on bad bytes) and encodes an image.
+  virtual absl::StatusOr<std::shared_ptr<const EncodedImage>> Encode(
+      std::string_view image_bytes, const RunContext& ctx) const = 0;
+
+  // Runs Caption/Query/Detect/Point on an encoded image. Fills the Result's text,
+  // token_ids, boxes/points, usage, finish_reason and the prefill/decode/TTFT timings.
+  virtual absl::StatusOr<Result> Run(const Request& request, const EncodedImage& image,
+                                     const RunContext& ctx) const = 0;
+
+  // Bytes of per-request state (KV cache) while a request runs, for metrics.
+  virtual uint64_t request_state_bytes() const { return 0; }
+};
+
+}  // namespace moondream
