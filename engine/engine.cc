@@ -1,0 +1,232 @@
+#include "engine/engine.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/image_cache.h"
+#include "engine/log.h"
+#include "engine/model.h"
+#include "engine/model/status_macros.h"
+#include "engine/scheduler.h"
+#include "engine/test_model.h"
+#include "engine/weights/model_dir.h"
+#if MOONDREAM_HAVE_MOONDREAM2
+#include "engine/model/moondream.h"
+#endif
+
+namespace moondream {
+namespace {
+
+constexpr int kMaxTokensLimit = 2048;  // the text context (spec §1.1 max_context)
+constexpr int kMaxObjectsLimit = 50;   // Moondream2's region loop bound (spec §6.6)
+constexpr const char* kPrecisions[] = {"fp32", "bf16", "fp16", "int8"};
+
+using Models = std::vector<std::unique_ptr<Model>>;
+
+absl::Status ValidateOptions(const EngineOptions& o) {
+  if (o.model != "test" && o.model != "moondream2") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model: must be \"moondream2\" or \"test\", got \"", o.model, "\""));
+  }
+  if (o.model == "moondream2" && o.variants.empty()) {
+    return absl::InvalidArgumentError("precision: at least one variant is needed");
+  }
+  for (const std::string& p : o.variants) {
+    if (std::find(std::begin(kPrecisions), std::end(kPrecisions), p) == std::end(kPrecisions)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("precision: \"", p, "\" is not one of fp32, bf16, fp16, int8"));
+    }
+    if (std::count(o.variants.begin(), o.variants.end(), p) > 1) {
+      return absl::InvalidArgumentError(absl::StrCat("precision: \"", p, "\" listed twice"));
+    }
+  }
+  if (o.threads < 0) return absl::InvalidArgumentError("threads: must be >= 0 (0 = all cores)");
+  if (o.max_queue < 0) return absl::InvalidArgumentError("max_queue: must be >= 0");
+  if (o.max_concurrency < 1) return absl::InvalidArgumentError("max_concurrency: must be >= 1");
+  if (!(o.image_cache_ttl_s > 0)) {
+    return absl::InvalidArgumentError("image_cache_ttl_s: must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+void SetThreads(int threads) {
+  const int n = threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
+  at::set_num_threads(n);
+  Log(LogLevel::kInfo, "compute_threads", {{"intra_op", n}});
+}
+
+#if MOONDREAM_HAVE_MOONDREAM2
+// fp32 -> moondream2, any other precision p -> moondream2-p.
+std::string VariantName(const std::string& precision) {
+  return precision == "fp32" ? "moondream2" : "moondream2-" + precision;
+}
+#endif
+
+absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o) {
+#if MOONDREAM_HAVE_MOONDREAM2
+  MD_ASSIGN_OR_RETURN(const std::string dir, ResolveModelDir(o.model_dir));
+  Models models;
+  for (const std::string& precision : o.variants) {
+    MoondreamOptions options{VariantName(precision), dir,          precision,
+                             o.device,               o.int8_skip, o.max_image_pixels, ""};
+    MD_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadMoondream(options));
+    models.push_back(std::move(model));
+  }
+  return models;
+#else
+  return absl::UnimplementedError(
+      "moondream2: this build has no Moondream2 model code yet (engine/model/moondream.h); "
+      "use --model test");
+#endif
+}
+
+absl::StatusOr<Models> LoadModels(const EngineOptions& o) {
+  if (o.model == "test") {
+    Models models;
+    models.push_back(MakeTestModel({o.max_image_pixels, o.test_model_token_delay_ms}));
+    return models;
+  }
+  return LoadMoondreamVariants(o);
+}
+
+absl::Status RangeError(const char* field, const std::string& range, double value) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": must be in ", range, ", got ", value));
+}
+
+absl::Status ValidateRequest(const Request& r) {
+  const bool has_bytes = !r.image_bytes.empty();
+  const bool has_handle = !r.image_handle.empty();
+  if (r.task == Task::kEncodeImage && !has_bytes) {
+    return absl::InvalidArgumentError("image: EncodeImage needs non-empty image bytes");
+  }
+  if (has_bytes == has_handle) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "image: give exactly one of image data or image handle (got ",
+        has_bytes ? "both" : "neither, or empty data", ")"));
+  }
+  if (r.task == Task::kQuery && r.text.empty()) {
+    return absl::InvalidArgumentError("question: must not be empty");
+  }
+  if ((r.task == Task::kDetect || r.task == Task::kPoint) && r.text.empty()) {
+    return absl::InvalidArgumentError("object: must not be empty");
+  }
+  const GenerationSettings& s = r.settings;
+  if (s.max_tokens < 0 || s.max_tokens > kMaxTokensLimit) {
+    return RangeError("settings.max_tokens", absl::StrCat("[0, ", kMaxTokensLimit, "]"),
+                      s.max_tokens);
+  }
+  if (!(s.temperature >= 0 && s.temperature <= 2)) {
+    return RangeError("settings.temperature", "[0, 2]", s.temperature);
+  }
+  if (!(s.top_p >= 0 && s.top_p <= 1)) return RangeError("settings.top_p", "[0, 1]", s.top_p);
+  if (r.max_objects < 0 || r.max_objects > kMaxObjectsLimit) {
+    return RangeError("max_objects", absl::StrCat("[0, ", kMaxObjectsLimit, "]"), r.max_objects);
+  }
+  return absl::OkStatus();
+}
+
+Clock::duration Seconds(double seconds) {
+  constexpr double kCentury = 100.0 * 365 * 24 * 3600;  // avoids overflow of huge TTLs
+  return std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(std::min(seconds, kCentury)));
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  Impl(const EngineOptions& o, Models m)
+      : models(std::move(m)),
+        cache(o.image_cache_bytes, Seconds(o.image_cache_ttl_s)),
+        scheduler(SchedulerOptions{o.max_queue, o.max_concurrency}, &cache) {}
+
+  const Model* Find(const std::string& name) const {
+    if (name.empty()) return models.front().get();
+    for (const auto& model : models) {
+      if (model->info().name == name) return model.get();
+    }
+    return nullptr;
+  }
+  std::string Names() const {
+    return absl::StrJoin(models, ", ", [](std::string* out, const std::unique_ptr<Model>& m) {
+      out->append(m->info().name);
+    });
+  }
+  ModelInfo Info(const Model& model) const {
+    ModelInfo info = model.info();
+    info.is_default = &model == models.front().get();
+    return info;
+  }
+
+  const Models models;  // first = default
+  ImageCache cache;
+  Scheduler scheduler;  // declared last: joins its workers before the models go
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  MD_RETURN_IF_ERROR(ValidateOptions(options));
+  SetThreads(options.threads);
+  MD_ASSIGN_OR_RETURN(Models models, LoadModels(options));
+  for (const auto& model : models) {
+    Log(LogLevel::kInfo, "model_ready",
+        {{"model", model->info().name},
+         {"precision", model->info().precision},
+         {"device", model->info().device},
+         {"load_seconds", model->info().load_seconds}});
+  }
+  return std::unique_ptr<Engine>(new Engine(std::make_unique<Impl>(options, std::move(models))));
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Engine::~Engine() = default;
+
+absl::Status Engine::Submit(Request request, Callbacks callbacks) {
+  if (!callbacks.on_done) return absl::InvalidArgumentError("callbacks: on_done is required");
+  const Model* model = impl_->Find(request.model);
+  if (model == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown model \"", request.model,
+                                            "\" (loaded: ", impl_->Names(), ")"));
+  }
+  MD_RETURN_IF_ERROR(ValidateRequest(request));
+  request.model = model->info().name;
+  if (!request.cancel) request.cancel = std::make_shared<CancelFlag>(false);
+  return impl_->scheduler.Enqueue(std::move(request), std::move(callbacks), model);
+}
+
+std::vector<ModelInfo> Engine::ListModels() const {
+  std::vector<ModelInfo> infos;
+  for (const auto& model : impl_->models) infos.push_back(impl_->Info(*model));
+  return infos;
+}
+
+absl::StatusOr<ModelInfo> Engine::GetModel(const std::string& name) const {
+  const Model* model = impl_->Find(name);
+  if (model == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown model \"", name, "\" (loaded: ", impl_->Names(), ")"));
+  }
+  return impl_->Info(*model);
+}
+
+EngineStats Engine::Stats() const {
+  const Scheduler::Stats s = impl_->scheduler.GetStats();
+  const ImageCache::Stats c = impl_->cache.GetStats();
+  EngineStats stats;
+  stats.queued = s.queued;
+  stats.in_flight = s.in_flight;
+  stats.kv_cache_bytes = s.kv_cache_bytes;
+  stats.image_cache_bytes = c.bytes;
+  stats.image_cache_entries = c.entries;
+  return stats;
+}
+
+void Engine::Drain(Clock::duration grace) { impl_->scheduler.Drain(grace); }
+
+}  // namespace moondream

@@ -1,0 +1,148 @@
+// DecodeImage (spec §3.1): libvips loaders for JPEG/PNG/WebP/GIF, then Pillow's
+// convert("RGB") rules applied to the decoded bands.
+#include <cstring>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/image/image.h"
+#include "engine/image/vips_util.h"
+
+namespace moondream {
+namespace {
+
+enum class Format { kUnknown, kJpeg, kPng, kWebp, kGif };
+
+bool StartsWith(std::string_view bytes, std::string_view magic, size_t at = 0) {
+  return bytes.size() >= at + magic.size() && bytes.compare(at, magic.size(), magic) == 0;
+}
+
+// By magic bytes only: libvips' own sniffing would also accept TIFF, PDF, SVG, ...
+Format Sniff(std::string_view b) {
+  if (StartsWith(b, "\xFF\xD8\xFF")) return Format::kJpeg;
+  if (StartsWith(b, "\x89PNG\r\n\x1A\n")) return Format::kPng;
+  if (StartsWith(b, "GIF87a") || StartsWith(b, "GIF89a")) return Format::kGif;
+  if (StartsWith(b, "RIFF") && StartsWith(b, "WEBP", 8)) return Format::kWebp;
+  return Format::kUnknown;
+}
+
+const char* FormatName(Format format) {
+  switch (format) {
+    case Format::kJpeg: return "JPEG";
+    case Format::kPng: return "PNG";
+    case Format::kWebp: return "WebP";
+    case Format::kGif: return "GIF";
+    default: return "image";
+  }
+}
+
+// Lazy load: only the header is read here; pixels are decoded on write_to_memory.
+// fail_on=error turns truncation and decoder errors into failures (Pillow raises on
+// truncated files) while tolerating libjpeg's recoverable warnings (Pillow ignores them).
+VipsImage* OpenHeader(Format format, std::string_view bytes) {
+  void* data = const_cast<char*>(bytes.data());
+  VipsImage* out = nullptr;
+  int rc = -1;
+  switch (format) {
+    case Format::kJpeg:  // autorotate defaults to false: no EXIF rotation
+      rc = vips_jpegload_buffer(data, bytes.size(), &out, "access", VIPS_ACCESS_SEQUENTIAL,
+                                "fail_on", VIPS_FAIL_ON_ERROR, nullptr);
+      break;
+    case Format::kPng:
+      rc = vips_pngload_buffer(data, bytes.size(), &out, "access", VIPS_ACCESS_SEQUENTIAL,
+                               "fail_on", VIPS_FAIL_ON_ERROR, nullptr);
+      break;
+    case Format::kWebp:
+      rc = vips_webpload_buffer(data, bytes.size(), &out, "access", VIPS_ACCESS_SEQUENTIAL,
+                                "fail_on", VIPS_FAIL_ON_ERROR, nullptr);
+      break;
+    case Format::kGif:  // defaults page=0, n=1: the first frame
+      rc = vips_gifload_buffer(data, bytes.size(), &out, "access", VIPS_ACCESS_SEQUENTIAL,
+                               "fail_on", VIPS_FAIL_ON_ERROR, nullptr);
+      break;
+    default:
+      break;
+  }
+  return rc == 0 ? out : nullptr;
+}
+
+// PNG colour type 0 (grey, no alpha channel) at 16 bits: Pillow opens it as mode "I" and
+// convert("RGB") clips to 255. Every other 16-bit PNG keeps the high byte.
+bool IsPngGrey16(std::string_view b) {
+  // signature (8) + IHDR length (4) + "IHDR" (4) + width (4) + height (4) = 24: bit depth, colour type.
+  return b.size() > 25 && StartsWith(b, "IHDR", 12) && uint8_t(b[24]) == 16 && uint8_t(b[25]) == 0;
+}
+
+// Pillow 9.4 cmyk2rgb (Convert.c), applied to Adobe-inverted CMYK as libvips delivers it.
+uint8_t CmykChannel(int c, int k) {
+  int nk = 255 - k;
+  int t = c * nk + 128;
+  int v = nk - (((t >> 8) + t) >> 8);
+  return uint8_t(v < 0 ? 0 : v);
+}
+
+// Decoded bands (uchar or ushort) -> RGB following Pillow's convert("RGB").
+void ToRgb(const void* data, VipsImage* header, bool grey16_clip, RgbImage* out) {
+  const int bands = vips_image_get_bands(header);
+  const bool cmyk = vips_image_get_interpretation(header) == VIPS_INTERPRETATION_CMYK;
+  const bool u16 = vips_image_get_format(header) == VIPS_FORMAT_USHORT;
+  const size_t n = size_t(out->width) * out->height;
+  out->pixels.resize(n * 3);
+  auto sample = [&](size_t i, int band) -> int {
+    if (!u16) return static_cast<const uint8_t*>(data)[i * bands + band];
+    int v = static_cast<const uint16_t*>(data)[i * bands + band];
+    return grey16_clip ? (v > 255 ? 255 : v) : v >> 8;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    uint8_t* px = &out->pixels[3 * i];
+    if (cmyk && bands == 4) {
+      for (int c = 0; c < 3; ++c) px[c] = CmykChannel(sample(i, c), sample(i, 3));
+    } else if (bands < 3) {  // grey or grey+alpha: replicate, alpha dropped
+      px[0] = px[1] = px[2] = uint8_t(sample(i, 0));
+    } else {  // RGB or RGBA: alpha dropped without compositing
+      for (int c = 0; c < 3; ++c) px[c] = uint8_t(sample(i, c));
+    }
+  }
+}
+
+absl::Status Corrupt(Format format) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("corrupt or truncated ", FormatName(format), ": ", vips_util::TakeError()));
+}
+
+}  // namespace
+
+absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels) {
+  if (bytes.empty()) return absl::InvalidArgumentError("image is empty");
+  const Format format = Sniff(bytes);
+  if (format == Format::kUnknown) {
+    return absl::InvalidArgumentError("not a supported image format (JPEG, PNG, WebP, GIF)");
+  }
+  if (!vips_util::EnsureInit()) return absl::InternalError("libvips failed to initialise");
+  vips_util::ImagePtr image(OpenHeader(format, bytes));
+  if (!image) return Corrupt(format);
+  const int width = vips_image_get_width(image.get());
+  const int height = vips_image_get_height(image.get());
+  const uint64_t pixels = uint64_t(width) * uint64_t(height);
+  if (pixels > max_pixels) {
+    return absl::InvalidArgumentError(absl::StrCat("image is ", width, "x", height, " = ", pixels,
+                                                   " pixels, over the limit of ", max_pixels,
+                                                   " (--max-image-pixels)"));
+  }
+  const VipsBandFormat band_format = vips_image_get_format(image.get());
+  if (band_format != VIPS_FORMAT_UCHAR && band_format != VIPS_FORMAT_USHORT) {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported ", FormatName(format),
+                                                   " sample format"));
+  }
+  size_t size = 0;
+  void* data = vips_image_write_to_memory(image.get(), &size);
+  if (data == nullptr) return Corrupt(format);
+  RgbImage out;
+  out.width = width;
+  out.height = height;
+  ToRgb(data, image.get(), format == Format::kPng && IsPngGrey16(bytes), &out);
+  g_free(data);
+  return out;
+}
+
+}  // namespace moondream

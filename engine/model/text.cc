@@ -1,0 +1,134 @@
+#include "engine/model/text.h"
+
+#include <utility>
+
+#include "engine/model/status_macros.h"
+#include "engine/model/torch_compat.h"
+
+namespace moondream {
+
+absl::StatusOr<LayerNorm> LayerNorm::Load(const WeightStore::Scope& scope, int64_t dim) {
+  LayerNorm ln;
+  MD_ASSIGN_OR_RETURN(at::Tensor w, scope.Tensor("weight", {dim}));
+  MD_ASSIGN_OR_RETURN(at::Tensor b, scope.Tensor("bias", {dim}));
+  ln.weight = w.to(at::kFloat);
+  ln.bias = b.to(at::kFloat);
+  return ln;
+}
+
+at::Tensor LayerNorm::Forward(const at::Tensor& x) const {
+  return at::layer_norm(x.to(at::kFloat), {weight.size(0)}, weight, bias, eps)
+      .to(x.scalar_type());
+}
+
+at::Tensor GeluTanh(const at::Tensor& x) {
+  return at::gelu(x.to(at::kFloat), "tanh").to(x.scalar_type());
+}
+
+absl::StatusOr<Mlp> Mlp::Load(const WeightStore::Scope& scope, int64_t dim, int64_t inner,
+                              int64_t out) {
+  Mlp mlp;
+  MD_ASSIGN_OR_RETURN(mlp.fc1, scope.Linear("fc1", inner, dim));
+  MD_ASSIGN_OR_RETURN(mlp.fc2, scope.Linear("fc2", out, inner));
+  return mlp;
+}
+
+at::Tensor Mlp::Forward(const at::Tensor& x) const {
+  return fc2.Forward(GeluTanh(fc1.Forward(x)));
+}
+
+absl::StatusOr<TextDecoder> TextDecoder::Load(const WeightStore::Scope& scope,
+                                              const TextConfig& config, at::ScalarType dtype) {
+  if (config.rot_dim() % 2 != 0 || config.rot_dim() > config.head_dim()) {
+    return absl::InvalidArgumentError("text: rotary dims must be even and <= head_dim");
+  }
+  TextDecoder text;
+  text.config_ = config;
+  text.dtype_ = dtype;
+  const int64_t d = config.dim;
+  MD_ASSIGN_OR_RETURN(text.wte_, scope.Embedding("wte", config.vocab_size, d));
+  for (int i = 0; i < config.n_layers; ++i) {
+    const WeightStore::Scope blk = scope.Sub("blocks").Sub(std::to_string(i));
+    Block block;
+    MD_ASSIGN_OR_RETURN(block.ln, LayerNorm::Load(blk.Sub("ln"), d));
+    MD_ASSIGN_OR_RETURN(block.qkv, blk.Sub("attn").Linear("qkv", 3 * d, d));
+    MD_ASSIGN_OR_RETURN(block.proj, blk.Sub("attn").Linear("proj", d, d));
+    MD_ASSIGN_OR_RETURN(block.mlp, Mlp::Load(blk.Sub("mlp"), d, config.ff_dim(), d));
+    text.blocks_.push_back(std::move(block));
+  }
+  MD_ASSIGN_OR_RETURN(text.post_ln_, LayerNorm::Load(scope.Sub("post_ln"), d));
+  MD_ASSIGN_OR_RETURN(text.lm_head_, scope.Linear("lm_head", config.vocab_size, d));
+
+  // Rotary tables in fp32 (spec §5.3, §9.18): f_j = 1 / theta^(2j / rot_dim).
+  constexpr double kTheta = 10000.0;
+  const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor exponents = at::arange(0, config.rot_dim(), 2, f32) / config.rot_dim();
+  const at::Tensor freqs = 1.0 / at::pow(kTheta, exponents);               // [rot/2]
+  const at::Tensor angles = at::outer(at::arange(config.max_context, f32), freqs);  // [ctx, rot/2]
+  text.cos_ = angles.cos();
+  text.sin_ = angles.sin();
+  return text;
+}
+
+at::Tensor TextDecoder::Embed(const at::Tensor& ids) const {
+  return wte_.Lookup(ids, dtype_);
+}
+
+at::Tensor TextDecoder::Rotary(const at::Tensor& x, int64_t pos) const {
+  const int64_t t = x.size(1), half = config_.rot_dim() / 2;
+  const at::Tensor cos = cos_.narrow(0, pos, t), sin = sin_.narrow(0, pos, t);  // [T, half]
+  const at::Tensor a = x.narrow(-1, 0, half).to(at::kFloat);     // [H, T, half]
+  const at::Tensor b = x.narrow(-1, half, half).to(at::kFloat);  // [H, T, half]
+  const at::Tensor rotated = at::cat({a * cos - b * sin, a * sin + b * cos}, -1);
+  const at::Tensor pass = x.narrow(-1, 2 * half, x.size(-1) - 2 * half);
+  return at::cat({rotated.to(x.scalar_type()), pass}, -1);
+}
+
+at::Tensor TextDecoder::Mask(int64_t pos, int64_t t) const {
+  const int64_t prefix = config_.prefix_attn;
+  // Every row sees every column when there is one row (the last row is causal-complete)
+  // or when all positions lie inside the bidirectional prefix.
+  if (t == 1 || pos + t <= prefix) return at::Tensor();
+  const at::TensorOptions i64 = at::TensorOptions().dtype(at::kLong);
+  const at::Tensor rows = at::arange(pos, pos + t, i64).unsqueeze(1);  // [T, 1]
+  const at::Tensor cols = at::arange(pos + t, i64).unsqueeze(0);       // [1, pos+T]
+  return cols.le(rows).logical_or(rows.lt(prefix).logical_and(cols.lt(prefix)));
+}
+
+at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Tensor& h,
+                                     int64_t pos, const at::Tensor& mask,
+                                     KvCache& cache) const {
+  const int64_t t = h.size(0), heads = config_.n_heads, hd = config_.head_dim();
+  const at::Tensor u = block.ln.Forward(h);                       // [T, D]
+  const at::Tensor qkv = block.qkv.Forward(u)                     // [T, 3D]
+                             .view({t, 3, heads, hd})
+                             .permute({1, 2, 0, 3});              // [3, H, T, hd]
+  const at::Tensor q = Rotary(qkv[0], pos), k = Rotary(qkv[1], pos);
+  cache.Write(layer, pos, k, qkv[2]);
+  const at::Tensor attn = Sdpa(q, cache.Keys(layer, pos + t), cache.Values(layer, pos + t),
+                               mask)                              // [H, T, hd]
+                              .permute({1, 0, 2})
+                              .reshape({t, config_.dim});
+  // Reference order: (h + attn) first, then + mlp (spec §5.1).
+  return (h + block.proj.Forward(attn)) + block.mlp.Forward(u);
+}
+
+at::Tensor TextDecoder::Prefill(const at::Tensor& embeds, int64_t pos, KvCache& cache) const {
+  TORCH_CHECK(embeds.dim() == 2 && embeds.size(1) == config_.dim, "text: embeds must be [T, ",
+              config_.dim, "]");
+  const int64_t t = embeds.size(0);
+  TORCH_CHECK(pos + t <= cache.capacity(), "text: positions up to ", pos + t - 1,
+              " exceed the KV cache capacity ", cache.capacity());
+  const at::Tensor mask = Mask(pos, t);
+  at::Tensor h = embeds.to(dtype_);
+  for (int i = 0; i < config_.n_layers; ++i) {
+    h = BlockForward(blocks_[i], i, h, pos, mask, cache);
+  }
+  return h;
+}
+
+at::Tensor TextDecoder::Logits(const at::Tensor& h_last) const {
+  return lm_head_.Forward(post_ln_.Forward(h_last.unsqueeze(0))).squeeze(0).to(at::kFloat);
+}
+
+}  // namespace moondream

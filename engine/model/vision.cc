@@ -1,0 +1,135 @@
+#include "engine/model/vision.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/model/status_macros.h"
+#include "engine/model/torch_compat.h"
+
+namespace moondream {
+
+CropConfig CropConfigFor(const VisionConfig& config) {
+  CropConfig crop;
+  crop.crop_size = config.crop_size;
+  crop.patch_size = config.enc_patch_size;
+  crop.overlap_margin = config.overlap_margin;
+  crop.max_crops = config.max_crops;
+  return crop;
+}
+
+absl::StatusOr<VisionEncoder> VisionEncoder::Load(const WeightStore::Scope& vision,
+                                                  const VisionConfig& config) {
+  if (config.enc_n_heads <= 0 || config.enc_dim % config.enc_n_heads != 0 ||
+      config.crop_size % config.enc_patch_size != 0 ||
+      config.grid() <= 2 * config.overlap_margin) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "vision: inconsistent config (enc_dim ", config.enc_dim, ", heads ", config.enc_n_heads,
+        ", crop ", config.crop_size, ", patch ", config.enc_patch_size, ", margin ",
+        config.overlap_margin, ")"));
+  }
+  VisionEncoder enc;
+  enc.config_ = config;
+  const int64_t d = config.enc_dim;
+  MD_ASSIGN_OR_RETURN(enc.patch_emb_, vision.Linear("patch_emb", d, config.patch_dim()));
+  MD_ASSIGN_OR_RETURN(enc.pos_emb_, vision.Tensor("pos_emb", {1, config.n_patches(), d}));
+  for (int i = 0; i < config.enc_n_layers; ++i) {
+    const WeightStore::Scope blk = vision.Sub("blocks").Sub(std::to_string(i));
+    Block block;
+    MD_ASSIGN_OR_RETURN(block.ln1, LayerNorm::Load(blk.Sub("ln1"), d));
+    MD_ASSIGN_OR_RETURN(block.qkv, blk.Sub("attn").Linear("qkv", 3 * d, d));
+    MD_ASSIGN_OR_RETURN(block.proj, blk.Sub("attn").Linear("proj", d, d));
+    MD_ASSIGN_OR_RETURN(block.ln2, LayerNorm::Load(blk.Sub("ln2"), d));
+    MD_ASSIGN_OR_RETURN(block.mlp, Mlp::Load(blk.Sub("mlp"), d, config.enc_ff_dim, d));
+    enc.blocks_.push_back(std::move(block));
+  }
+  MD_ASSIGN_OR_RETURN(enc.post_ln_, LayerNorm::Load(vision.Sub("post_ln"), d));
+  MD_ASSIGN_OR_RETURN(enc.proj_mlp_, Mlp::Load(vision.Sub("proj_mlp"), 2 * d,
+                                               config.proj_inner_dim, config.proj_out_dim));
+  return enc;
+}
+
+at::Tensor VisionEncoder::Patchify(const Crops& crops, at::ScalarType dtype) const {
+  const int64_t n = crops.count, s = config_.crop_size, p = config_.enc_patch_size;
+  const int64_t g = config_.grid(), c = config_.in_channels;
+  TORCH_CHECK(crops.size == s && n >= 2 && crops.pixels.size() == size_t(n * s * s * c),
+              "vision: crops must be [N >= 2, ", s, ", ", s, ", ", c, "] uint8");
+  const at::Tensor u8 = at::from_blob(const_cast<uint8_t*>(crops.pixels.data()), {n, s, s, c},
+                                      at::TensorOptions().dtype(at::kByte));
+  // Reference op order in fp32: /255, −0.5, /0.5 (the goldens' encoder input).
+  const at::Tensor pixels = u8.to(at::kFloat).div(255).sub(0.5).div(0.5);  // [N, S, S, C]
+  // Element (b, ch, 14r+dy, 14c+dx) -> patch t = g·r + c, feature ch·p² + dy·p + dx.
+  return pixels.view({n, g, p, g, p, c})       // [N, r, dy, c, dx, ch]
+      .permute({0, 1, 3, 5, 2, 4})             // [N, r, c, ch, dy, dx]
+      .reshape({n, g * g, c * p * p})
+      .to(dtype);
+}
+
+at::Tensor VisionEncoder::BlockForward(const Block& block, const at::Tensor& x) const {
+  const int64_t n = x.size(0), t = x.size(1), heads = config_.enc_n_heads;
+  const int64_t d = config_.enc_dim, hd = config_.head_dim();
+  const at::Tensor qkv = block.qkv.Forward(block.ln1.Forward(x))  // [N, T, 3D]
+                             .view({n, t, 3, heads, hd})
+                             .permute({2, 0, 3, 1, 4});           // [3, N, H, T, hd]
+  const at::Tensor attn = Sdpa(qkv[0], qkv[1], qkv[2], at::Tensor())  // [N, H, T, hd]
+                              .transpose(1, 2)
+                              .reshape({n, t, d});
+  const at::Tensor h = x + block.proj.Forward(attn);
+  return h + block.mlp.Forward(block.ln2.Forward(h));
+}
+
+at::Tensor VisionEncoder::Stitch(const at::Tensor& local, const Tiling& tiling) const {
+  const int64_t g = config_.grid(), m = config_.overlap_margin, step = g - 2 * m;
+  at::Tensor out = at::zeros({step * tiling.rows + 2 * m, step * tiling.cols + 2 * m,
+                              local.size(3)},
+                             local.options());
+  for (int i = 0; i < tiling.rows; ++i) {
+    const int64_t y0 = i == 0 ? 0 : m, y1 = i == tiling.rows - 1 ? g : g - m;
+    for (int j = 0; j < tiling.cols; ++j) {
+      const int64_t x0 = j == 0 ? 0 : m, x1 = j == tiling.cols - 1 ? g : g - m;
+      out.slice(0, step * i + y0, step * i + y1)
+          .slice(1, step * j + x0, step * j + x1)
+          .copy_(local[i * tiling.cols + j].slice(0, y0, y1).slice(1, x0, x1));
+    }
+  }
+  return out;
+}
+
+at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
+                                 VisionTaps* taps) const {
+  TORCH_CHECK(dtype == pos_emb_.scalar_type(), "vision: activations must use the weights' dtype ",
+              pos_emb_.scalar_type());
+  TORCH_CHECK(crops.count == crops.tiling.rows * crops.tiling.cols + 1,
+              "vision: crop count does not match the tiling");
+  const int64_t g = config_.grid(), d = config_.enc_dim;
+  at::Tensor x = patch_emb_.Forward(Patchify(crops, dtype).to(pos_emb_.device()));
+  x = x + pos_emb_;                                      // [N, g², D]
+  for (const Block& block : blocks_) x = BlockForward(block, x);
+  const at::Tensor out = post_ln_.Forward(x);           // [N, g², D]
+  const at::Tensor stitched = Stitch(out.slice(0, 1).view({crops.count - 1, g, g, d}),
+                                     crops.tiling);     // [R_h, R_w, D]
+  // Adaptive average pooling with fp32 accumulation (spec §4.3).
+  const at::Tensor pooled =
+      at::adaptive_avg_pool2d(stitched.permute({2, 0, 1}).to(at::kFloat), {g, g});  // [D, g, g]
+  const at::Tensor local = pooled.permute({1, 2, 0}).reshape({g * g, d}).to(dtype);
+  if (taps != nullptr) {
+    taps->encoder_out = out;
+    taps->reconstructed = stitched;
+    taps->pooled = pooled.to(dtype);
+  }
+  return proj_mlp_.Forward(at::cat({out[0], local}, -1));  // [g², proj_out_dim]
+}
+
+uint64_t VisionEncoder::bytes() const {
+  uint64_t total = patch_emb_.bytes() + pos_emb_.nbytes() + proj_mlp_.fc1.bytes() +
+                   proj_mlp_.fc2.bytes();
+  auto ln_bytes = [](const LayerNorm& ln) { return ln.weight.nbytes() + ln.bias.nbytes(); };
+  total += ln_bytes(post_ln_);
+  for (const Block& b : blocks_) {
+    total += ln_bytes(b.ln1) + ln_bytes(b.ln2) + b.qkv.bytes() + b.proj.bytes() +
+             b.mlp.fc1.bytes() + b.mlp.fc2.bytes();
+  }
+  return total;
+}
+
+}  // namespace moondream

@@ -1,0 +1,190 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/log.h"
+
+namespace moondream {
+namespace {
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// Stages the model reported in its Result win; the rest come from what the stages
+// added to the RunContext's Timings (image decode and vision encode run in Encode).
+void MergeStageTimings(const Timings& from_context, Timings* result) {
+  auto take = [](double context_value, double* result_value) {
+    if (*result_value == 0) *result_value = context_value;
+  };
+  take(from_context.image_decode_ms, &result->image_decode_ms);
+  take(from_context.vision_encode_ms, &result->vision_encode_ms);
+  take(from_context.prefill_ms, &result->prefill_ms);
+  take(from_context.decode_ms, &result->decode_ms);
+  take(from_context.time_to_first_token_ms, &result->time_to_first_token_ms);
+}
+
+absl::Status QueuedError(const absl::Status& alive, double queue_ms) {
+  if (absl::IsCancelled(alive)) return absl::CancelledError("request cancelled while queued");
+  return absl::DeadlineExceededError(
+      absl::StrCat("deadline exceeded after ", static_cast<int64_t>(queue_ms), " ms in the queue"));
+}
+
+}  // namespace
+
+Scheduler::Scheduler(const SchedulerOptions& options, ImageCache* cache)
+    : options_(options), cache_(cache) {
+  const int workers = std::max(1, options_.max_concurrency);
+  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+}
+
+Scheduler::~Scheduler() {
+  Drain(Clock::duration::zero());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  for (std::thread& worker : workers_) worker.join();
+}
+
+absl::Status Scheduler::Enqueue(Request request, Callbacks callbacks, const Model* model) {
+  auto job = std::make_unique<Job>();
+  job->request = std::move(request);
+  job->callbacks = std::move(callbacks);
+  job->model = model;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (draining_) return absl::UnavailableError("engine is draining: not accepting new requests");
+    const size_t capacity = static_cast<size_t>(std::max(0, options_.max_queue)) + workers_.size();
+    if (queue_.size() + running_.size() >= capacity) {
+      return absl::ResourceExhaustedError(absl::StrCat("request queue is full (", queue_.size(),
+                                                       " queued, --max-queue=", options_.max_queue,
+                                                       ")"));
+    }
+    job->enqueued = Clock::now();
+    queue_.push_back(std::move(job));
+  }
+  work_cv_.notify_one();
+  return absl::OkStatus();
+}
+
+void Scheduler::Drain(Clock::duration grace) {
+  std::unique_lock<std::mutex> lock(mu_);
+  draining_ = true;
+  const Clock::time_point now = Clock::now();
+  const Clock::time_point until =
+      grace >= Clock::time_point::max() - now ? Clock::time_point::max() : now + grace;
+  if (idle_cv_.wait_until(lock, until, [this] { return IdleLocked(); })) return;
+  Log(LogLevel::kWarn, "drain_grace_expired",
+      {{"queued", static_cast<int>(queue_.size())},
+       {"in_flight", static_cast<int>(running_.size())}});
+  CancelAllLocked();
+  idle_cv_.wait(lock, [this] { return IdleLocked(); });
+}
+
+void Scheduler::CancelAllLocked() {
+  for (auto& job : queue_) {
+    job->drained = true;
+    job->request.cancel->store(true);
+  }
+  for (Job* job : running_) {
+    job->drained = true;
+    job->request.cancel->store(true);
+  }
+}
+
+Scheduler::Stats Scheduler::GetStats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stats stats;
+  stats.queued = static_cast<int>(queue_.size());
+  stats.in_flight = static_cast<int>(running_.size());
+  for (const Job* job : running_) stats.kv_cache_bytes += job->model->request_state_bytes();
+  return stats;
+}
+
+void Scheduler::WorkerLoop() {
+  while (true) {
+    std::unique_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      running_.push_back(job.get());
+    }
+    Process(*job);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_.erase(std::find(running_.begin(), running_.end(), job.get()));
+    }
+    idle_cv_.notify_all();
+  }
+}
+
+void Scheduler::Process(Job& job) {
+  Timings timings;
+  timings.queue_ms = Ms(Clock::now() - job.enqueued);
+  absl::StatusOr<Result> result = Execute(job, &timings);
+  if (result.ok()) {
+    MergeStageTimings(timings, &result->timings);
+    result->timings.queue_ms = timings.queue_ms;
+    result->timings.total_ms = Ms(Clock::now() - job.enqueued);
+    result->model = job.request.model;
+  } else if (absl::IsCancelled(result.status())) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (job.drained) {
+      result = absl::UnavailableError("engine is shutting down: request cancelled after the "
+                                      "drain grace period");
+    }
+  }
+  Log(LogLevel::kDebug, "request_done",
+      {{"model", job.request.model},
+       {"task", TaskName(job.request.task)},
+       {"status", absl::StatusCodeToString(result.status().code())},
+       {"total_ms", Ms(Clock::now() - job.enqueued)}});
+  job.callbacks.on_done(std::move(result));
+}
+
+absl::StatusOr<Result> Scheduler::Execute(const Job& job, Timings* timings) {
+  RunContext ctx;
+  ctx.deadline = job.request.deadline;
+  ctx.cancel = job.request.cancel.get();
+  ctx.on_text = job.callbacks.on_text;
+  ctx.timings = timings;
+  if (absl::Status alive = ctx.CheckAlive(); !alive.ok()) {
+    return QueuedError(alive, timings->queue_ms);
+  }
+  try {
+    return ExecuteGuarded(job, ctx);
+  } catch (const std::exception& e) {
+    Log(LogLevel::kError, "engine_exception", {{"model", job.request.model}, {"what", e.what()}});
+    return absl::InternalError(absl::StrCat("engine error: ", e.what()));
+  }
+}
+
+absl::StatusOr<Result> Scheduler::ExecuteGuarded(const Job& job, const RunContext& ctx) {
+  absl::StatusOr<std::shared_ptr<const EncodedImage>> image = ResolveImage(job, ctx);
+  if (!image.ok()) return image.status();
+  if (job.request.task != Task::kEncodeImage) {
+    return job.model->Run(job.request, **image, ctx);
+  }
+  Result result;
+  result.image_cached_bytes = (*image)->bytes();
+  absl::StatusOr<std::string> handle = cache_->Insert(job.request.model, *std::move(image));
+  if (!handle.ok()) return handle.status();
+  result.image_handle = *std::move(handle);
+  return result;
+}
+
+absl::StatusOr<std::shared_ptr<const EncodedImage>> Scheduler::ResolveImage(
+    const Job& job, const RunContext& ctx) {
+  if (!job.request.image_handle.empty()) {
+    return cache_->Lookup(job.request.model, job.request.image_handle);
+  }
+  return job.model->Encode(job.request.image_bytes, ctx);
+}
+
+}  // namespace moondream

@@ -1,0 +1,79 @@
+// Bounded FIFO of requests served by `max_concurrency` worker threads (batch 1 each).
+//
+// The workers are the engine's exception boundary: a std::exception (c10::Error
+// included) thrown by a model becomes INTERNAL for that request only.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/api.h"
+#include "engine/image_cache.h"
+#include "engine/model.h"
+
+namespace moondream {
+
+struct SchedulerOptions {
+  int max_queue = 64;       // requests waiting beyond those running
+  int max_concurrency = 1;  // worker threads
+};
+
+class Scheduler {
+ public:
+  // `cache` must outlive the scheduler.
+  Scheduler(const SchedulerOptions& options, ImageCache* cache);
+  ~Scheduler();  // Drain(0), then joins the workers; every accepted request gets on_done.
+
+  // `request.model` must already name `model`. RESOURCE_EXHAUSTED when full,
+  // UNAVAILABLE once draining; otherwise callbacks.on_done runs exactly once.
+  absl::Status Enqueue(Request request, Callbacks callbacks, const Model* model);
+
+  // Stops accepting, waits up to `grace` for queued and running requests, then cancels
+  // the rest (they finish with UNAVAILABLE) and waits for them. Idempotent.
+  void Drain(Clock::duration grace);
+
+  struct Stats {
+    int queued = 0;
+    int in_flight = 0;
+    uint64_t kv_cache_bytes = 0;
+  };
+  Stats GetStats() const;
+
+ private:
+  struct Job {
+    Request request;
+    Callbacks callbacks;
+    const Model* model = nullptr;
+    Clock::time_point enqueued;
+    bool drained = false;  // cancelled by Drain (guarded by mu_)
+  };
+
+  void WorkerLoop();
+  void Process(Job& job);
+  absl::StatusOr<Result> Execute(const Job& job, Timings* timings);
+  absl::StatusOr<Result> ExecuteGuarded(const Job& job, const RunContext& ctx);
+  absl::StatusOr<std::shared_ptr<const EncodedImage>> ResolveImage(const Job& job,
+                                                                   const RunContext& ctx);
+  void CancelAllLocked();
+  bool IdleLocked() const { return queue_.empty() && running_.empty(); }
+
+  const SchedulerOptions options_;
+  ImageCache* const cache_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;  // queue_ non-empty or stopping_
+  std::condition_variable idle_cv_;  // a request finished
+  std::deque<std::unique_ptr<Job>> queue_;
+  std::vector<Job*> running_;
+  bool draining_ = false;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace moondream

@@ -1,0 +1,221 @@
+#include "engine/weights/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "engine/log.h"
+
+namespace moondream {
+namespace {
+
+using Json = nlohmann::json;
+
+absl::Status ConfigError(const std::string& source, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("config ", source, ": ", what));
+}
+
+// Reads positive integer fields `names` of section `section` into `fields`.
+absl::Status ReadInts(const Json& config, const std::string& section,
+                      std::initializer_list<std::pair<const char*, int*>> fields,
+                      const std::string& source) {
+  auto it = config.find(section);
+  if (it == config.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_object()) return ConfigError(source, absl::StrCat("config.", section, " is not an object"));
+  for (const auto& [key, out] : fields) {
+    auto f = it->find(key);
+    if (f == it->end() || f->is_null()) continue;
+    if (!f->is_number_integer() || f->get<int64_t>() <= 0 || f->get<int64_t>() > (1 << 30)) {
+      return ConfigError(source, absl::StrCat("config.", section, ".", key, " must be a positive integer, got ",
+                                              f->dump()));
+    }
+    *out = f->get<int>();
+  }
+  return absl::OkStatus();
+}
+
+// tokenizer.templates.<task>.<part> (e.g. caption.short) -> templates["caption_short"].
+absl::Status ReadTokenizer(const Json& config, TokenizerConfig* tok, const std::string& source) {
+  auto it = config.find("tokenizer");
+  if (it == config.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_object()) return ConfigError(source, "config.tokenizer is not an object");
+  for (const char* key : {"bos_id", "eos_id"}) {
+    auto f = it->find(key);
+    if (f == it->end()) continue;
+    if (!f->is_number_integer() || f->get<int64_t>() < 0) {
+      return ConfigError(source, absl::StrCat("config.tokenizer.", key, " must be a non-negative integer"));
+    }
+    (std::string(key) == "bos_id" ? tok->bos_id : tok->eos_id) = f->get<int32_t>();
+  }
+  auto templates = it->find("templates");
+  if (templates == it->end() || templates->is_null()) return absl::OkStatus();
+  for (auto& [name, ids] : tok->templates) {
+    const size_t sep = name.find('_');
+    const std::string task = name.substr(0, sep), part = name.substr(sep + 1);
+    const std::string field = absl::StrCat("config.tokenizer.templates.", task, ".", part);
+    auto t = templates->find(task);
+    if (t == templates->end() || t->is_null()) continue;
+    auto p = t->is_object() ? t->find(part) : t->end();
+    if (!t->is_object() || p == t->end() || p->is_null()) continue;
+    if (!p->is_array()) return ConfigError(source, absl::StrCat(field, " is not a list of token ids"));
+    std::vector<int32_t> parsed;
+    for (const auto& id : *p) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0) {
+        return ConfigError(source, absl::StrCat(field, " holds a non-id value ", id.dump()));
+      }
+      parsed.push_back(id.get<int32_t>());
+    }
+    ids = std::move(parsed);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const MoondreamConfig& c, const std::string& source) {
+  if (c.text.dim % c.text.n_heads != 0) return ConfigError(source, "text.dim is not a multiple of text.n_heads");
+  if (c.text.dim % (2 * c.text.n_heads) != 0) return ConfigError(source, "text.dim is not a multiple of 2*n_heads");
+  if (c.vision.enc_dim % c.vision.enc_n_heads != 0) {
+    return ConfigError(source, "vision.enc_dim is not a multiple of vision.enc_n_heads");
+  }
+  if (c.vision.crop_size % c.vision.enc_patch_size != 0) {
+    return ConfigError(source, "vision.crop_size is not a multiple of vision.enc_patch_size");
+  }
+  if (c.region.coord_feat_dim % 2 != 0 || c.region.size_feat_dim % 2 != 0 || c.region.size_out_dim % 2 != 0) {
+    return ConfigError(source, "region coord_feat_dim, size_feat_dim and size_out_dim must be even");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+MoondreamConfig DefaultConfig() {
+  MoondreamConfig c;
+  c.tokenizer.templates = {
+      {"caption_short", {198, 198, 16438, 8305, 25}}, {"caption_normal", {198, 198, 24334, 1159, 25}},
+      {"query_prefix", {198, 198, 24361, 25}},        {"query_suffix", {198, 198, 33706, 25}},
+      {"detect_prefix", {198, 198, 47504, 25}},       {"detect_suffix", {628}},
+      {"point_prefix", {198, 198, 12727, 25}},        {"point_suffix", {628}},
+  };
+  return c;
+}
+
+absl::StatusOr<MoondreamConfig> ParseConfig(const std::string& json_text, const std::string& source) {
+  const Json root = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) return ConfigError(source, "not valid JSON");
+  if (!root.is_object()) return ConfigError(source, "top level is not a JSON object");
+  MoondreamConfig c = DefaultConfig();
+  auto it = root.find("config");
+  if (it == root.end() || it->is_null()) return c;
+  if (!it->is_object()) return ConfigError(source, "field config is not an object");
+  const Json& cfg = *it;
+  TextConfig& t = c.text;
+  VisionConfig& v = c.vision;
+  RegionConfig& r = c.region;
+  absl::Status s = ReadInts(cfg, "text", {{"dim", &t.dim}, {"n_layers", &t.n_layers}, {"vocab_size", &t.vocab_size},
+      {"max_context", &t.max_context}, {"n_heads", &t.n_heads}, {"prefix_attn", &t.prefix_attn}}, source);
+  if (s.ok()) {
+    s = ReadInts(cfg, "vision", {{"enc_dim", &v.enc_dim}, {"enc_patch_size", &v.enc_patch_size},
+        {"enc_n_layers", &v.enc_n_layers}, {"enc_ff_dim", &v.enc_ff_dim}, {"enc_n_heads", &v.enc_n_heads},
+        {"crop_size", &v.crop_size}, {"in_channels", &v.in_channels}, {"max_crops", &v.max_crops},
+        {"overlap_margin", &v.overlap_margin}, {"proj_inner_dim", &v.proj_inner_dim},
+        {"proj_out_dim", &v.proj_out_dim}}, source);
+  }
+  if (s.ok()) {
+    s = ReadInts(cfg, "region", {{"dim", &r.dim}, {"coord_feat_dim", &r.coord_feat_dim},
+        {"coord_out_dim", &r.coord_out_dim}, {"size_feat_dim", &r.size_feat_dim},
+        {"size_out_dim", &r.size_out_dim}, {"inner_dim", &r.inner_dim}}, source);
+  }
+  if (s.ok()) s = ReadTokenizer(cfg, &c.tokenizer, source);
+  if (s.ok()) s = Validate(c, source);
+  if (!s.ok()) return s;
+  return c;
+}
+
+absl::StatusOr<MoondreamConfig> LoadConfig(const std::string& config_json_path) {
+  std::ifstream in(config_json_path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("config ", config_json_path, ": cannot open"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), config_json_path);
+}
+
+std::vector<ExpectedTensor> ExpectedTensors(const MoondreamConfig& c) {
+  std::vector<ExpectedTensor> out;
+  auto add = [&out](std::string name, std::vector<int64_t> shape) {
+    out.push_back({"model." + std::move(name), std::move(shape)});
+  };
+  auto linear = [&add](const std::string& name, int64_t o, int64_t i) {
+    add(name + ".weight", {o, i});
+    add(name + ".bias", {o});
+  };
+  auto norm = [&add](const std::string& name, int64_t d) {
+    add(name + ".weight", {d});
+    add(name + ".bias", {d});
+  };
+  const VisionConfig& v = c.vision;
+  linear("vision.patch_emb", v.enc_dim, v.patch_dim());
+  add("vision.pos_emb", {1, v.n_patches(), v.enc_dim});
+  for (int n = 0; n < v.enc_n_layers; ++n) {
+    const std::string b = absl::StrCat("vision.blocks.", n);
+    norm(b + ".ln1", v.enc_dim);
+    linear(b + ".attn.qkv", 3 * v.enc_dim, v.enc_dim);
+    linear(b + ".attn.proj", v.enc_dim, v.enc_dim);
+    norm(b + ".ln2", v.enc_dim);
+    linear(b + ".mlp.fc1", v.enc_ff_dim, v.enc_dim);
+    linear(b + ".mlp.fc2", v.enc_dim, v.enc_ff_dim);
+  }
+  norm("vision.post_ln", v.enc_dim);
+  linear("vision.proj_mlp.fc1", v.proj_inner_dim, 2 * v.enc_dim);
+  linear("vision.proj_mlp.fc2", v.proj_out_dim, v.proj_inner_dim);
+  const TextConfig& t = c.text;
+  add("text.wte", {t.vocab_size, t.dim});
+  for (int n = 0; n < t.n_layers; ++n) {
+    const std::string b = absl::StrCat("text.blocks.", n);
+    norm(b + ".ln", t.dim);
+    linear(b + ".attn.qkv", 3 * t.dim, t.dim);
+    linear(b + ".attn.proj", t.dim, t.dim);
+    linear(b + ".mlp.fc1", t.ff_dim(), t.dim);
+    linear(b + ".mlp.fc2", t.dim, t.ff_dim());
+  }
+  norm("text.post_ln", t.dim);
+  linear("text.lm_head", t.vocab_size, t.dim);
+  const RegionConfig& r = c.region;
+  add("region.coord_features", {1, r.coord_feat_dim / 2});
+  linear("region.coord_encoder", r.dim, r.coord_feat_dim);
+  linear("region.coord_decoder.fc1", r.inner_dim, r.dim);
+  linear("region.coord_decoder.fc2", r.coord_out_dim, r.inner_dim);
+  add("region.size_features", {2, r.size_feat_dim / 2});
+  linear("region.size_encoder", r.dim, r.size_feat_dim);
+  linear("region.size_decoder.fc1", r.inner_dim, r.dim);
+  linear("region.size_decoder.fc2", r.size_out_dim, r.inner_dim);
+  return out;
+}
+
+absl::Status CheckShapes(const MoondreamConfig& config, const SafetensorsFile& file) {
+  std::set<std::string> expected;
+  for (const ExpectedTensor& e : ExpectedTensors(config)) {
+    expected.insert(e.name);
+    const TensorView* t = file.Find(e.name);
+    if (t == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint ", file.path(), ": missing tensor ", e.name,
+                                                     " (expected shape ", ShapeString(e.shape), ")"));
+    }
+    if (t->shape != e.shape) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint ", file.path(), ": tensor ", e.name,
+                                                     " has shape ", ShapeString(t->shape), ", expected ",
+                                                     ShapeString(e.shape)));
+    }
+  }
+  for (const TensorView& t : file.tensors()) {
+    if (expected.count(t.name) == 0) {
+      Log(LogLevel::kWarn, "unexpected_tensor", {{"file", file.path()}, {"tensor", t.name},
+                                                 {"shape", ShapeString(t.shape)}});
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moondream

@@ -1,0 +1,74 @@
+// LoadReport (declared in weight_store.h): quantization summary and JSON dump.
+#include <cmath>
+#include <fstream>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/log.h"
+#include "engine/weights/weight_store.h"
+
+namespace moondream {
+
+// Name of the only quantization scheme (quant::QuantizePerChannel).
+constexpr const char* kInt8Scheme = "int8_per_channel_symmetric";
+
+QuantizationSummary LoadReport::Summary() const {
+  QuantizationSummary s;
+  double sqnr_sum = 0, clipped = 0, quantized_params = 0;
+  int finite = 0;
+  s.min_sqnr_db = std::numeric_limits<double>::infinity();
+  for (const LayerQuantReport& l : layers) {
+    if (!l.quantized) {
+      ++s.full_precision_layers;
+      continue;
+    }
+    ++s.quantized_layers;
+    s.max_abs_error = std::max(s.max_abs_error, l.stats.max_abs_error);
+    clipped += l.stats.clipped_fraction * static_cast<double>(l.parameters);
+    quantized_params += static_cast<double>(l.parameters);
+    if (!std::isfinite(l.stats.sqnr_db)) continue;  // exact (error 0): no finite SQNR
+    sqnr_sum += l.stats.sqnr_db;
+    ++finite;
+    if (l.stats.sqnr_db < s.min_sqnr_db) {
+      s.min_sqnr_db = l.stats.sqnr_db;
+      s.worst_layer = l.name;
+    }
+  }
+  if (s.quantized_layers == 0) return QuantizationSummary{"", 0, s.full_precision_layers};
+  s.scheme = kInt8Scheme;
+  s.mean_sqnr_db = finite > 0 ? sqnr_sum / finite : 0;
+  if (finite == 0) s.min_sqnr_db = 0;
+  s.clipped_fraction = quantized_params > 0 ? clipped / quantized_params : 0;
+  return s;
+}
+
+void LoadReport::WriteJson(const std::string& path) const {
+  using Json = nlohmann::ordered_json;
+  // Non-finite numbers (an exact layer's SQNR) become null.
+  auto num = [](double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); };
+  Json j;
+  j["parameters"] = parameters;
+  j["components"] = Json::array();
+  for (const ComponentWeights& c : components) {
+    j["components"].push_back({{"component", c.component}, {"precision", c.precision},
+                               {"bytes", c.bytes}, {"parameters", c.parameters}});
+  }
+  const QuantizationSummary s = Summary();
+  j["summary"] = {{"scheme", s.scheme}, {"quantized_layers", s.quantized_layers},
+                  {"full_precision_layers", s.full_precision_layers}, {"mean_sqnr_db", num(s.mean_sqnr_db)},
+                  {"min_sqnr_db", num(s.min_sqnr_db)}, {"worst_layer", s.worst_layer},
+                  {"max_abs_error", num(s.max_abs_error)}, {"clipped_fraction", num(s.clipped_fraction)}};
+  j["layers"] = Json::array();
+  for (const LayerQuantReport& l : layers) {
+    j["layers"].push_back({{"name", l.name}, {"quantized", l.quantized}, {"parameters", l.parameters},
+                           {"sqnr_db", num(l.stats.sqnr_db)}, {"max_abs_error", num(l.stats.max_abs_error)},
+                           {"rel_frobenius_error", num(l.stats.rel_frobenius_error)},
+                           {"clipped_fraction", num(l.stats.clipped_fraction)}});
+  }
+  std::ofstream out(path);
+  out << j.dump(1) << "\n";
+  if (!out) Log(LogLevel::kWarn, "load_report_write_failed", {{"path", path}});
+}
+
+}  // namespace moondream

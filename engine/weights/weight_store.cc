@@ -1,0 +1,282 @@
+#include "engine/weights/weight_store.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "engine/log.h"
+
+namespace moondream {
+namespace {
+
+constexpr int64_t kQuantBlockElements = 1 << 20;  // rows per quantization block ~ 1M elements
+
+at::ScalarType SourceDtype(DType dtype) {
+  switch (dtype) {
+    case DType::kF16: return at::kHalf;
+    case DType::kBF16: return at::kBFloat16;
+    case DType::kF32: return at::kFloat;
+  }
+  return at::kHalf;
+}
+
+// A CPU tensor over the mmap'd bytes (copied first only if misaligned for its dtype).
+at::Tensor SourceView(const TensorView& view) {
+  const auto dtype = SourceDtype(view.dtype);
+  void* data = const_cast<uint8_t*>(view.data);
+  if (reinterpret_cast<uintptr_t>(data) % DTypeSize(view.dtype) != 0) {
+    at::Tensor copy = at::empty(view.shape, at::TensorOptions().dtype(dtype));
+    std::memcpy(copy.data_ptr(), view.data, view.nbytes);
+    return copy;
+  }
+  return at::from_blob(data, view.shape, at::TensorOptions().dtype(dtype));
+}
+
+std::string StripModel(const std::string& name) { return std::string(absl::StripPrefix(name, "model.")); }
+
+const char* ComponentOf(const std::string& path) {
+  if (absl::StartsWith(path, "vision.proj_mlp.")) return "projection";
+  if (absl::StartsWith(path, "vision.")) return "vision";
+  if (absl::StartsWith(path, "text.")) return "text";
+  if (absl::StartsWith(path, "region.")) return "region";
+  return "other";
+}
+
+// Merges per-block stats into whole-matrix stats (energies weight the relative errors).
+struct StatsAccumulator {
+  double signal = 0, error = 0, max_abs = 0, clipped = 0;
+  int64_t elements = 0;
+  void Add(const quant::QuantStats& s, double block_signal, int64_t n) {
+    const double err = s.rel_frobenius_error * std::sqrt(block_signal);
+    signal += block_signal;
+    error += err * err;
+    max_abs = std::max(max_abs, s.max_abs_error);
+    clipped += s.clipped_fraction * static_cast<double>(n);
+    elements += n;
+  }
+  quant::QuantStats Result() const {
+    quant::QuantStats s;
+    s.max_abs_error = max_abs;
+    s.rel_frobenius_error = signal > 0 ? std::sqrt(error / signal) : 0;
+    s.sqnr_db = error > 0 ? 10 * std::log10(signal / error) : std::numeric_limits<double>::infinity();
+    s.clipped_fraction = elements > 0 ? clipped / static_cast<double>(elements) : 0;
+    return s;
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<Precision> ParsePrecision(std::string_view text) {
+  const std::string t = absl::AsciiStrToLower(std::string(text));
+  if (t == "fp32" || t == "float32") return Precision::kFP32;
+  if (t == "bf16" || t == "bfloat16") return Precision::kBF16;
+  if (t == "fp16" || t == "float16") return Precision::kFP16;
+  if (t == "int8") return Precision::kINT8;
+  return absl::InvalidArgumentError(absl::StrCat("unknown precision '", std::string(text), "' (fp32, bf16, fp16, int8)"));
+}
+
+const char* PrecisionName(Precision precision) {
+  switch (precision) {
+    case Precision::kFP32: return "fp32";
+    case Precision::kBF16: return "bf16";
+    case Precision::kFP16: return "fp16";
+    case Precision::kINT8: return "int8";
+  }
+  return "?";
+}
+
+at::ScalarType ComputeDtype(Precision precision) {
+  switch (precision) {
+    case Precision::kBF16: return at::kBFloat16;
+    case Precision::kFP16: return at::kHalf;
+    default: return at::kFloat;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string& safetensors_path,
+                                                               WeightStoreOptions options) {
+  std::unique_ptr<WeightStore> store(new WeightStore());
+  try {
+    store->device_ = at::Device(options.device);
+  } catch (const c10::Error&) {
+    return absl::InvalidArgumentError(absl::StrCat("weights: unknown device '", options.device, "'"));
+  }
+  if (store->device_.is_cuda() && !at::hasCUDA()) {
+    return absl::FailedPreconditionError(absl::StrCat("weights: device ", options.device,
+                                                      " requested but this build/machine has no CUDA"));
+  }
+  if (options.precision == Precision::kFP16 && !store->device_.is_cuda()) {
+    return absl::InvalidArgumentError("weights: fp16 compute needs a cuda device (use fp32, bf16 or int8 on cpu)");
+  }
+  auto file = SafetensorsFile::Open(safetensors_path);
+  if (!file.ok()) return file.status();
+  store->file_ = std::move(*file);
+  store->options_ = std::move(options);
+  store->state_ = std::make_unique<State>();
+  store->state_->done.assign(store->file_->tensors().size(), false);
+  return store;
+}
+
+WeightStore::~WeightStore() = default;
+
+size_t WeightStore::total() const { return file_->tensors().size(); }
+
+WeightStore::Scope WeightStore::Root() const { return Scope(this, "model"); }
+
+absl::StatusOr<const TensorView*> WeightStore::Take(const std::string& name,
+                                                    const std::vector<int64_t>& shape) const {
+  const TensorView* view = file_->Find(name);
+  if (view == nullptr) {
+    return absl::NotFoundError(absl::StrCat("weights ", file_->path(), ": missing tensor ", name,
+                                            " (expected shape ", ShapeString(shape), ")"));
+  }
+  if (view->shape != shape) {
+    return absl::InvalidArgumentError(absl::StrCat("weights ", file_->path(), ": tensor ", name, " has shape ",
+                                                   ShapeString(view->shape), ", expected ", ShapeString(shape)));
+  }
+  const size_t index = static_cast<size_t>(view - file_->tensors().data());
+  if (state_->done[index]) {
+    return absl::FailedPreconditionError(absl::StrCat("weights: tensor ", name, " was already converted"));
+  }
+  state_->done[index] = true;
+  return view;
+}
+
+void WeightStore::Done(const TensorView& view) const {
+  file_->Release(view);
+  State& s = *state_;
+  ++s.converted;
+  const size_t n = total();
+  if (s.converted * 10 >= s.next_progress * n) {
+    Log(LogLevel::kInfo, "weights_progress", {{"loaded", s.converted}, {"total", n}});
+    while (s.converted * 10 >= s.next_progress * n && s.next_progress <= 10) ++s.next_progress;
+  }
+}
+
+at::Tensor WeightStore::Convert(const TensorView& view) const {
+  return SourceView(view).to(device_, ComputeDtype(options_.precision), /*non_blocking=*/false, /*copy=*/true);
+}
+
+bool WeightStore::QuantizeName(const std::string& name) const {
+  if (options_.precision != Precision::kINT8) return false;
+  for (const std::string& glob : options_.int8_skip) {
+    if (::fnmatch(glob.c_str(), name.c_str(), 0) == 0) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<quant::Int8Matrix> WeightStore::QuantizeRows(const TensorView& view, const std::string& name,
+                                                            quant::QuantStats* stats) const {
+  const at::Tensor src = SourceView(view);  // [out, in] fp16/bf16/fp32, on the mmap
+  const int64_t out = view.shape[0], in = view.shape[1];
+  const int64_t block = std::max<int64_t>(1, kQuantBlockElements / std::max<int64_t>(in, 1));
+  quant::Int8Matrix m{at::empty({out, in}, at::kChar), at::empty({out}, at::kFloat)};
+  StatsAccumulator acc;
+  for (int64_t r0 = 0; r0 < out; r0 += block) {
+    const int64_t n = std::min(block, out - r0);
+    const at::Tensor rows = src.narrow(0, r0, n);
+    quant::QuantStats s;
+    auto part = quant::QuantizePerChannel(rows, name, &s);
+    if (!part.ok()) return part.status();
+    m.q.narrow(0, r0, n).copy_(part->q);
+    m.scale.narrow(0, r0, n).copy_(part->scale);
+    acc.Add(s, rows.to(at::kDouble).square().sum().item<double>(), n * in);
+  }
+  *stats = acc.Result();
+  if (device_.is_cuda()) m = {m.q.to(device_), m.scale.to(device_)};
+  return m;
+}
+
+void WeightStore::Account(const std::string& name, uint64_t parameters, uint64_t bytes, bool quantized) const {
+  LoadReport& r = state_->report;
+  const std::string component = ComponentOf(name);
+  auto it = std::find_if(r.components.begin(), r.components.end(),
+                         [&](const ComponentWeights& c) { return c.component == component; });
+  if (it == r.components.end()) {
+    r.components.push_back({component, PrecisionName(options_.precision == Precision::kINT8
+                                                         ? Precision::kFP32 : options_.precision), 0, 0});
+    it = r.components.end() - 1;
+  }
+  if (quantized) it->precision = "int8";
+  it->parameters += parameters;
+  it->bytes += bytes;
+  r.parameters += parameters;
+}
+
+WeightStore::Scope WeightStore::Scope::Sub(std::string_view name) const {
+  return Scope(store_, absl::StrCat(path_, ".", std::string(name)));
+}
+
+absl::StatusOr<at::Tensor> WeightStore::Scope::Tensor(std::string_view name, std::vector<int64_t> shape) const {
+  const std::string full = absl::StrCat(path_, ".", std::string(name));
+  auto view = store_->Take(full, shape);
+  if (!view.ok()) return view.status();
+  try {
+    at::Tensor t = store_->Convert(**view);
+    store_->Done(**view);
+    store_->Account(StripModel(full), t.numel(), t.nbytes(), false);
+    return t;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("weights: converting ", full, ": ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<quant::Linear> WeightStore::Scope::Linear(std::string_view name, int64_t out, int64_t in) const {
+  const std::string full = absl::StrCat(path_, ".", std::string(name)), label = StripModel(full);
+  auto w = store_->Take(full + ".weight", {out, in});
+  if (!w.ok()) return w.status();
+  auto b = store_->Take(full + ".bias", {out});
+  if (!b.ok()) return b.status();
+  try {
+    LayerQuantReport layer{label, {}, store_->QuantizeName(label), static_cast<uint64_t>(out * in)};
+    quant::Linear linear;
+    if (layer.quantized) {
+      auto m = store_->QuantizeRows(**w, label, &layer.stats);
+      if (!m.ok()) return m.status();
+      at::Tensor bias = SourceView(**b).to(store_->device_, at::kFloat, false, true);
+      linear = quant::Linear::Int8(std::move(*m), bias);
+    } else {
+      linear = quant::Linear::Dense(store_->Convert(**w), store_->Convert(**b));
+    }
+    store_->Done(**w);
+    store_->Done(**b);
+    store_->Account(label, out * in + out, linear.bytes(), layer.quantized);
+    store_->state_->report.layers.push_back(layer);
+    return linear;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("weights: converting ", full, ": ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<quant::Embedding> WeightStore::Scope::Embedding(std::string_view name, int64_t rows,
+                                                               int64_t dim) const {
+  const std::string full = absl::StrCat(path_, ".", std::string(name)), label = StripModel(full);
+  auto view = store_->Take(full, {rows, dim});
+  if (!view.ok()) return view.status();
+  try {
+    LayerQuantReport layer{label, {}, store_->QuantizeName(label), static_cast<uint64_t>(rows * dim)};
+    quant::Embedding table;
+    if (layer.quantized) {
+      auto m = store_->QuantizeRows(**view, label, &layer.stats);
+      if (!m.ok()) return m.status();
+      table = quant::Embedding::Int8(std::move(*m));
+    } else {
+      table = quant::Embedding::Dense(store_->Convert(**view));
+    }
+    store_->Done(**view);
+    store_->Account(label, rows * dim, table.bytes(), layer.quantized);
+    store_->state_->report.layers.push_back(layer);
+    return table;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("weights: converting ", full, ": ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace moondream

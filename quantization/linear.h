@@ -1,0 +1,87 @@
+// INT8 weight quantization and the Linear/Embedding layers that hide FP vs INT8.
+// Knows nothing of Moondream: ATen + absl only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+
+namespace moondream::quant {
+
+// Symmetric per-output-row INT8 matrix. q: int8 [out, in]; scale: fp32 [out].
+// Dequantized value = q[r, c] * scale[r].
+struct Int8Matrix {
+  at::Tensor q;
+  at::Tensor scale;
+};
+
+// Quantization error of one matrix. sqnr_db is +inf when the error is exactly zero
+// (values already on the grid); rel_frobenius_error is 0 for an all-zero matrix.
+struct QuantStats {
+  double max_abs_error = 0, rel_frobenius_error = 0, sqnr_db = 0, clipped_fraction = 0;
+};
+
+// w: [out, in] fp16/bf16/fp32. Symmetric per output row: scale = max|w_row|/127,
+// q = clamp(round(w/scale), -127, 127) (round half to even). NaN/Inf -> InvalidArgument
+// naming `name`. Zero row -> scale 0, q 0; a row so small that its scale underflows fp32
+// (max|w| < ~1.8e-43) is stored the same way. `stats` may be null.
+absl::StatusOr<Int8Matrix> QuantizePerChannel(const at::Tensor& w, std::string_view name,
+                                              QuantStats* stats);
+
+// [out, in] in `dtype`, on the device of m.q.
+at::Tensor Dequantize(const Int8Matrix& m, at::ScalarType dtype);
+
+// y = x W^T + b. The only place FP and INT8 differ; a copyable, immutable handle.
+// INT8 on an AVX-512 VNNI CPU: weights are reordered once into a blocked layout (the plain
+// copy is dropped); activations are quantized per token (row) to 8 bits at each call,
+// products accumulate in int32, y = acc * (a_scale * w_scale[row]) + bias.
+// Elsewhere (no VNNI, CUDA tensors): weight-only dequantization, then matmul.
+class Linear {
+ public:
+  Linear() = default;
+  // weight: [out, in] in the compute dtype; bias: [out] or undefined.
+  static Linear Dense(at::Tensor weight, at::Tensor bias);
+  // bias: fp32 [out] or undefined.
+  static Linear Int8(Int8Matrix weight, at::Tensor bias);
+
+  // x: [..., in] -> [..., out], same dtype and device as x. Throws c10::Error on a
+  // shape mismatch or an empty handle.
+  at::Tensor Forward(const at::Tensor& x) const;
+
+  int64_t in_features() const;
+  int64_t out_features() const;
+  bool is_int8() const;
+  // Resident bytes: weights (blocked copy for INT8) + scales + per-row sums + bias.
+  uint64_t bytes() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<const Impl> impl_;
+};
+
+// Token table, per-row INT8 or dense.
+class Embedding {
+ public:
+  Embedding() = default;
+  static Embedding Dense(at::Tensor table /*[rows, dim]*/);
+  static Embedding Int8(Int8Matrix table);
+
+  // ids: int64 [T] -> [T, dim] in dtype. Throws c10::Error on out-of-range ids.
+  at::Tensor Lookup(const at::Tensor& ids, at::ScalarType dtype) const;
+
+  int64_t rows() const;
+  int64_t dim() const;
+  bool is_int8() const;
+  uint64_t bytes() const;
+
+ private:
+  at::Tensor table_;  // dense table, or int8 q
+  at::Tensor scale_;  // fp32 [rows] when INT8, else undefined
+};
+
+}  // namespace moondream::quant

@@ -1,0 +1,145 @@
+#include "server/calls.h"
+
+#include <chrono>
+#include <utility>
+
+#include "engine/log.h"
+#include "server/convert.h"
+#include "server/status.h"
+
+namespace moondream::server {
+namespace {
+
+constexpr std::string_view kUnknownModel = "unknown";
+
+double MillisecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+CallRecord::CallRecord(Metrics* metrics, const ModelCatalog* catalog, const char* method,
+                       std::string requested_model)
+    : metrics_(metrics),
+      catalog_(catalog),
+      method_(method),
+      requested_model_(std::move(requested_model)) {}
+
+// Label values are bounded: a model that is not loaded is reported as "unknown".
+std::string_view CallRecord::ModelLabel(const Result* result) const {
+  if (result != nullptr && !result->model.empty()) return result->model;
+  if (catalog_ == nullptr) return kUnknownModel;
+  if (requested_model_.empty()) return catalog_->default_model;
+  return catalog_->models.count(requested_model_) ? std::string_view(requested_model_)
+                                                  : kUnknownModel;
+}
+
+void CallRecord::Report(const grpc::Status& status, const Result* result) const {
+  const double total_ms = MillisecondsSince(start_);
+  const char* code = GrpcCodeName(status.error_code());
+  const std::string_view model = ModelLabel(result);
+  RequestOutcome outcome{method_, model, "", "", code, total_ms / 1000.0, result};
+  if (catalog_ != nullptr) {
+    auto it = catalog_->models.find(std::string(model));
+    if (it != catalog_->models.end()) {
+      outcome.precision = it->second.precision;
+      outcome.device = it->second.device;
+    }
+  }
+  metrics_->ObserveRequest(outcome);
+  if (result == nullptr) {
+    Log(LogLevel::kInfo, "request",
+        {{"method", method_}, {"model", model}, {"code", code}, {"total_ms", total_ms},
+         {"message", status.error_message()}});
+    return;
+  }
+  const Timings& t = result->timings;
+  Log(LogLevel::kInfo, "request",
+      {{"method", method_}, {"model", model}, {"code", code}, {"total_ms", total_ms},
+       {"queue_ms", t.queue_ms}, {"image_decode_ms", t.image_decode_ms},
+       {"vision_encode_ms", t.vision_encode_ms}, {"prefill_ms", t.prefill_ms},
+       {"decode_ms", t.decode_ms}, {"ttft_ms", t.time_to_first_token_ms},
+       {"prompt_tokens", result->usage.prompt_tokens},
+       {"generated_tokens", result->usage.generated_tokens}});
+}
+
+UnaryCall::UnaryCall(CallRecord record, std::shared_ptr<CancelFlag> cancel)
+    : record_(std::move(record)), cancel_(std::move(cancel)) {}
+
+void UnaryCall::Complete(const absl::Status& status, const Result* result) {
+  const grpc::Status grpc_status = ToGrpcStatus(status);
+  record_.Report(grpc_status, result);
+  Finish(grpc_status);
+}
+
+void UnaryCall::OnCancel() { cancel_->store(true); }
+void UnaryCall::OnDone() { delete this; }
+
+StreamCall::StreamCall(CallRecord record, std::shared_ptr<CancelFlag> cancel)
+    : record_(std::move(record)), cancel_(std::move(cancel)) {}
+
+void StreamCall::Write(std::string_view text) {
+  if (text.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_) return;
+    if (!pending_.empty() && !pending_.back().final()) {
+      pending_.back().mutable_text()->append(text.data(), text.size());  // coalesce
+    } else {
+      pending_.emplace_back().set_text(std::string(text));
+    }
+  }
+  Pump();
+}
+
+void StreamCall::Complete(const absl::Status& status, const Result* result) {
+  const grpc::Status grpc_status = ToGrpcStatus(status);
+  record_.Report(grpc_status, result);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (result != nullptr && !broken_) pending_.push_back(FinalChunk(*result));
+    status_ = grpc_status;
+  }
+  Pump();
+}
+
+void StreamCall::Pump() {
+  std::optional<grpc::Status> finish;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (writing_ || finished_) return;
+    if (!pending_.empty()) {
+      in_flight_ = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+    } else if (status_.has_value()) {
+      finished_ = true;
+      finish = status_;
+    } else {
+      return;
+    }
+  }
+  if (finish.has_value()) {
+    Finish(*finish);  // `this` may be deleted from here on
+  } else {
+    StartWrite(&in_flight_);
+  }
+}
+
+void StreamCall::OnWriteDone(bool ok) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {  // the stream is broken (client gone): drop the rest
+      broken_ = true;
+      pending_.clear();
+    }
+  }
+  if (!ok) cancel_->store(true);
+  Pump();
+}
+
+void StreamCall::OnCancel() { cancel_->store(true); }
+void StreamCall::OnDone() { delete this; }
+
+}  // namespace moondream::server

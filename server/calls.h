@@ -1,0 +1,90 @@
+// Per-RPC state of the callback service: the record of one call (metrics + the
+// per-request log line) and the two reactors that finish calls from engine threads.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "engine/api.h"
+#include "moondream/v1/moondream.pb.h"
+#include "server/metrics.h"
+
+namespace moondream::server {
+
+// The loaded models, fixed once the engine is up: resolves metric labels.
+struct ModelCatalog {
+  struct Labels {
+    std::string precision, device;
+  };
+  std::string default_model;
+  std::map<std::string, Labels> models;
+};
+
+// What one call reports when it ends: a log line at info and the request metrics.
+class CallRecord {
+ public:
+  // `catalog` may be null while models load.
+  CallRecord(Metrics* metrics, const ModelCatalog* catalog, const char* method,
+             std::string requested_model);
+  void Report(const grpc::Status& status, const Result* result) const;
+
+ private:
+  std::string_view ModelLabel(const Result* result) const;
+
+  Metrics* metrics_;
+  const ModelCatalog* catalog_;
+  const char* method_;
+  std::string requested_model_;
+  Clock::time_point start_ = Clock::now();
+};
+
+// A unary call finished by whichever thread completes it; deletes itself in OnDone.
+class UnaryCall final : public grpc::ServerUnaryReactor {
+ public:
+  UnaryCall(CallRecord record, std::shared_ptr<CancelFlag> cancel);
+  // Reports and finishes the call; `this` may be gone when it returns.
+  void Complete(const absl::Status& status, const Result* result);
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  CallRecord record_;
+  std::shared_ptr<CancelFlag> cancel_;
+};
+
+// A server-streaming call: text pieces are queued (and coalesced) behind the one
+// write in flight; the final chunk and the status follow the last piece.
+class StreamCall final : public grpc::ServerWriteReactor<v1::TextChunk> {
+ public:
+  StreamCall(CallRecord record, std::shared_ptr<CancelFlag> cancel);
+  void Write(std::string_view text);
+  // Reports the call; on success queues the final chunk. Finishes once writes drain.
+  void Complete(const absl::Status& status, const Result* result);
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  // Starts the next write, or Finish once nothing is pending; call without mu_ held.
+  void Pump();
+
+  CallRecord record_;
+  std::shared_ptr<CancelFlag> cancel_;
+  std::mutex mu_;
+  std::deque<v1::TextChunk> pending_;  // guarded by mu_
+  v1::TextChunk in_flight_;            // owned by the write in progress
+  bool writing_ = false;               // guarded by mu_
+  bool finished_ = false;              // guarded by mu_
+  bool broken_ = false;                // a write failed; guarded by mu_
+  std::optional<grpc::Status> status_;  // set by Complete; guarded by mu_
+};
+
+}  // namespace moondream::server

@@ -1,0 +1,85 @@
+// Prometheus metrics on their own HTTP port (prometheus-cpp core + pull).
+//
+// Request metrics are observed by the service as calls finish; engine gauges (queue
+// depth, in-flight, caches, resident memory) are refreshed from Engine::Stats() at
+// scrape time, so they are never stale and cost nothing between scrapes.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+
+namespace prometheus {
+class Exposer;
+}
+
+namespace moondream::server {
+
+// One finished RPC, as labelled in the metrics.
+struct RequestOutcome {
+  std::string_view method;     // "Caption", "StreamQuery", ...
+  std::string_view model;      // served or requested model ("unknown" when not loaded)
+  std::string_view precision;  // of that model ("" when unknown)
+  std::string_view device;
+  const char* code = "OK";     // gRPC code name
+  double seconds = 0;          // wall time seen by the server
+  const Result* result = nullptr;  // set when the call succeeded
+};
+
+class Metrics {
+ public:
+  // Serves /metrics on `listen` (host:port; port 0 picks one); empty = no HTTP endpoint.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& listen);
+  ~Metrics();
+
+  int port() const { return port_; }  // 0 when disabled
+  // Publishes per-model gauges and refreshes engine gauges from `engine` at each scrape.
+  // `engine` must outlive this object (or be detached with nullptr first).
+  void AttachEngine(const Engine* engine);
+  void ObserveRequest(const RequestOutcome& outcome);
+
+ private:
+  class ScrapeHook;
+  Metrics();
+  void RefreshEngineGauges() const;
+  void PublishModel(const ModelInfo& info);
+  void ObserveStages(const RequestOutcome& outcome, const Timings& timings);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<ScrapeHook> hook_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = 0;
+  std::atomic<const Engine*> engine_{nullptr};
+
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& request_duration_;
+  prometheus::Family<prometheus::Histogram>& stage_duration_;
+  prometheus::Family<prometheus::Counter>& generated_tokens_;
+  prometheus::Family<prometheus::Histogram>& tokens_per_second_;
+  prometheus::Gauge& in_flight_;
+  prometheus::Gauge& queue_depth_;
+  prometheus::Gauge& image_cache_bytes_;
+  prometheus::Gauge& image_cache_entries_;
+  prometheus::Gauge& kv_cache_bytes_;
+  prometheus::Gauge& resident_memory_;
+  prometheus::Family<prometheus::Gauge>& weight_bytes_;
+  prometheus::Family<prometheus::Gauge>& parameters_;
+  prometheus::Family<prometheus::Gauge>& load_seconds_;
+  prometheus::Family<prometheus::Gauge>& model_info_;
+  prometheus::Family<prometheus::Gauge>& quantized_layers_;
+  prometheus::Family<prometheus::Gauge>& quantization_sqnr_;
+  prometheus::Family<prometheus::Gauge>& quantization_max_abs_error_;
+  prometheus::Family<prometheus::Gauge>& quantization_clipped_;
+};
+
+}  // namespace moondream::server

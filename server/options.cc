@@ -1,0 +1,182 @@
+#include "server/options.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+
+namespace {
+const moondream::EngineOptions kEngineDefaults;
+}  // namespace
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address host:port (port 0 picks one)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
+          "Prometheus /metrics listen address host:port; empty disables");
+ABSL_FLAG(std::string, model, kEngineDefaults.model,
+          "moondream2 (weights from --model-dir) or test (weight-free test model)");
+ABSL_FLAG(std::string, model_dir, "", "Moondream2 checkpoint directory; empty = Hugging Face cache");
+ABSL_FLAG(std::string, precision, "int8", "Weight precision: fp32, bf16, fp16 or int8");
+ABSL_FLAG(std::vector<std::string>, variants, {},
+          "Load several precisions, e.g. fp32,int8 (the first is the default); overrides --precision");
+ABSL_FLAG(std::string, device, kEngineDefaults.device, "cpu or cuda");
+ABSL_FLAG(std::vector<std::string>, int8_skip, {},
+          "Glob patterns of layers kept in full precision under int8");
+ABSL_FLAG(int, threads, kEngineDefaults.threads, "Intra-op threads; 0 = hardware cores");
+ABSL_FLAG(int, max_queue, kEngineDefaults.max_queue,
+          "Queued requests beyond those running; more answer RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_concurrency, kEngineDefaults.max_concurrency, "Requests computed at once");
+ABSL_FLAG(int64_t, max_message_bytes, 20 << 20,
+          "Largest request message (bytes); larger ones answer RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint64_t, max_image_pixels, kEngineDefaults.max_image_pixels,
+          "Largest decoded image (width x height)");
+ABSL_FLAG(uint64_t, image_cache_bytes, kEngineDefaults.image_cache_bytes,
+          "Memory budget of the EncodeImage cache (LRU)");
+ABSL_FLAG(absl::Duration, image_cache_ttl, absl::Seconds(kEngineDefaults.image_cache_ttl_s),
+          "Lifetime of an EncodeImage handle");
+ABSL_FLAG(absl::Duration, drain_grace, absl::Seconds(30),
+          "On SIGTERM, time in-flight requests get to finish");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Hours(2), "Server keepalive ping interval");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20), "Keepalive ping ack timeout");
+ABSL_FLAG(bool, keepalive_permit_without_calls, false,
+          "Allow client keepalive pings on connections without calls");
+ABSL_FLAG(absl::Duration, keepalive_min_ping_interval, absl::Minutes(5),
+          "Shortest client ping interval tolerated (faster clients get GOAWAY)");
+ABSL_FLAG(absl::Duration, max_connection_age, absl::InfiniteDuration(),
+          "Close connections after this age (spreads load behind L4 balancers); inf = never");
+ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::InfiniteDuration(),
+          "Time calls get to finish on a connection closed for its age");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
+ABSL_FLAG(int, test_model_token_delay_ms, kEngineDefaults.test_model_token_delay_ms,
+          "Per-token delay of the test model (tests of deadlines, cancellation, draining)");
+
+namespace moondream::server {
+namespace {
+
+// Every flag defined in this file may also come from MOONDREAM_<NAME_UPPER>.
+absl::Status ApplyEnvironment() {
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::EndsWith(flag->Filename(), "server/options.cc")) continue;
+    const std::string env = "MOONDREAM_" + absl::AsciiStrToUpper(name);
+    const char* value = std::getenv(env.c_str());
+    if (value == nullptr) continue;
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(env + "=" + value + ": " + error);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// "--max-queue=4" -> "--max_queue=4" (absl flag names are identifiers).
+std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage) {
+  storage->assign(argv, argv + argc);
+  for (size_t i = 1; i < storage->size(); ++i) {
+    std::string& arg = (*storage)[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    const size_t end = std::min(arg.find('='), arg.size());
+    for (size_t j = arg.find_first_not_of('-'); j < end; ++j) {
+      if (arg[j] == '-') arg[j] = '_';
+    }
+  }
+  std::vector<char*> args;
+  for (std::string& arg : *storage) args.push_back(arg.data());
+  return args;
+}
+
+EngineOptions EngineFromFlags() {
+  EngineOptions e;
+  e.model = absl::GetFlag(FLAGS_model);
+  e.model_dir = absl::GetFlag(FLAGS_model_dir);
+  e.variants = absl::GetFlag(FLAGS_variants);
+  if (e.variants.empty()) e.variants = {absl::GetFlag(FLAGS_precision)};
+  e.device = absl::GetFlag(FLAGS_device);
+  e.int8_skip = absl::GetFlag(FLAGS_int8_skip);
+  e.threads = absl::GetFlag(FLAGS_threads);
+  e.max_queue = absl::GetFlag(FLAGS_max_queue);
+  e.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
+  e.image_cache_bytes = absl::GetFlag(FLAGS_image_cache_bytes);
+  e.image_cache_ttl_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_image_cache_ttl));
+  e.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  e.test_model_token_delay_ms = absl::GetFlag(FLAGS_test_model_token_delay_ms);
+  return e;  // Engine::Create validates model, precision and device
+}
+
+absl::StatusOr<ServerOptions> ServerFromFlags() {
+  ServerOptions o;
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  const int64_t max_message = absl::GetFlag(FLAGS_max_message_bytes);
+  if (max_message <= 0 || max_message > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError("--max-message-bytes=" + std::to_string(max_message) +
+                                      ": expected 1..2147483647");
+  }
+  o.max_message_bytes = static_cast<int>(max_message);
+  o.drain_grace = absl::GetFlag(FLAGS_drain_grace);
+  o.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  o.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  o.keepalive_permit_without_calls = absl::GetFlag(FLAGS_keepalive_permit_without_calls);
+  o.keepalive_min_ping_interval = absl::GetFlag(FLAGS_keepalive_min_ping_interval);
+  o.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
+  o.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
+  const std::string level = absl::GetFlag(FLAGS_log_level);
+  if (!ParseLogLevel(level, &o.log_level)) {
+    return absl::InvalidArgumentError("--log-level=" + level + ": expected debug, info, warn or error");
+  }
+  return o;
+}
+
+}  // namespace
+
+absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "moondream-server: gRPC inference server for Moondream2.\n"
+      "Every flag may also be set as MOONDREAM_<FLAG_UPPER>; the command line wins.");
+  if (absl::Status s = ApplyEnvironment(); !s.ok()) return s;
+  std::vector<std::string> storage;
+  std::vector<char*> args = NormalizeFlagNames(argc, argv, &storage);
+  const std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (positional.size() > 1) {
+    return absl::InvalidArgumentError(std::string("unexpected argument: ") + positional[1]);
+  }
+  Options options;
+  absl::StatusOr<ServerOptions> server = ServerFromFlags();
+  if (!server.ok()) return server.status();
+  options.server = *std::move(server);
+  options.engine = EngineFromFlags();
+  return options;
+}
+
+void LogOptions(const Options& options) {
+  const ServerOptions& s = options.server;
+  const EngineOptions& e = options.engine;
+  Log(LogLevel::kInfo, "config",
+      {{"listen", s.listen}, {"metrics_listen", s.metrics_listen}, {"model", e.model},
+       {"model_dir", e.model_dir}, {"variants", absl::StrJoin(e.variants, ",")},
+       {"device", e.device}, {"int8_skip", absl::StrJoin(e.int8_skip, ",")},
+       {"threads", e.threads}, {"max_queue", e.max_queue},
+       {"max_concurrency", e.max_concurrency}, {"max_message_bytes", s.max_message_bytes},
+       {"max_image_pixels", e.max_image_pixels}, {"image_cache_bytes", e.image_cache_bytes},
+       {"image_cache_ttl_s", e.image_cache_ttl_s},
+       {"drain_grace", absl::FormatDuration(s.drain_grace)},
+       {"keepalive_time", absl::FormatDuration(s.keepalive_time)},
+       {"keepalive_timeout", absl::FormatDuration(s.keepalive_timeout)},
+       {"keepalive_permit_without_calls", s.keepalive_permit_without_calls},
+       {"keepalive_min_ping_interval", absl::FormatDuration(s.keepalive_min_ping_interval)},
+       {"max_connection_age", absl::FormatDuration(s.max_connection_age)},
+       {"max_connection_age_grace", absl::FormatDuration(s.max_connection_age_grace)},
+       {"test_model_token_delay_ms", e.test_model_token_delay_ms}});
+}
+
+}  // namespace moondream::server

@@ -1,0 +1,40 @@
+// Command-line configuration: absl flags, each also settable through the environment
+// variable MOONDREAM_<FLAG_UPPER> (e.g. MOONDREAM_MAX_QUEUE=8); a flag on the command
+// line wins. Flag names accept dashes or underscores (--max-queue, --max_queue).
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/engine.h"
+#include "engine/log.h"
+
+namespace moondream::server {
+
+struct ServerOptions {
+  std::string listen;          // host:port of the gRPC server; port 0 picks one
+  std::string metrics_listen;  // host:port of /metrics; empty disables it
+  int max_message_bytes = 0;   // largest request message accepted
+  absl::Duration drain_grace;  // SIGTERM: time in-flight requests get to finish
+  absl::Duration keepalive_time;
+  absl::Duration keepalive_timeout;
+  bool keepalive_permit_without_calls = false;
+  absl::Duration keepalive_min_ping_interval;  // faster client pings get GOAWAY
+  absl::Duration max_connection_age;           // infinite = never
+  absl::Duration max_connection_age_grace;
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+struct Options {
+  ServerOptions server;
+  EngineOptions engine;
+};
+
+// Applies the environment, parses argv (exits on unknown flags or --help) and validates.
+absl::StatusOr<Options> ParseOptions(int argc, char** argv);
+
+// The effective configuration as one structured log line (event=config).
+void LogOptions(const Options& options);
+
+}  // namespace moondream::server

@@ -1,0 +1,166 @@
+// Queueing, deadlines, cancellation and drain, observed through the Engine on the test
+// model slowed down by a per-token delay.
+#include <chrono>
+#include <thread>
+
+#include "engine/engine.h"
+#include "gtest/gtest.h"
+#include "tests/engine/engine_test_util.h"
+
+namespace moondream {
+namespace {
+
+using ::moondream::testing::CaptionRequest;
+using ::moondream::testing::FixtureImage;
+using ::moondream::testing::MakeTestEngine;
+using ::moondream::testing::Pending;
+using ::moondream::testing::Submit;
+using std::chrono::milliseconds;
+
+constexpr int kTokenDelayMs = 40;
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  // A long request (the normal caption has ~20 tokens).
+  Request Slow() const { return CaptionRequest(png_); }
+
+  // Waits until the engine reports `in_flight` running and `queued` waiting requests.
+  void WaitForStats(Engine& engine, int in_flight, int queued) {
+    for (int i = 0; i < 500; ++i) {
+      EngineStats stats = engine.Stats();
+      if (stats.in_flight == in_flight && stats.queued == queued) return;
+      std::this_thread::sleep_for(milliseconds(2));
+    }
+    FAIL() << "engine never reached in_flight=" << in_flight << " queued=" << queued;
+  }
+
+  const std::string png_ = FixtureImage("img4_64x48.png");
+};
+
+TEST_F(SchedulerTest, FullQueueIsResourceExhausted) {
+  auto engine = MakeTestEngine(kTokenDelayMs, /*max_queue=*/1);
+  auto running = Submit(*engine, Slow());
+  WaitForStats(*engine, 1, 0);
+  auto queued = Submit(*engine, Slow());
+  ASSERT_TRUE(queued->submit_status.ok());
+  auto rejected = Submit(*engine, Slow());
+  EXPECT_EQ(rejected->submit_status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(rejected->submit_status.message(), "request queue is full (1 queued, --max-queue=1)");
+  running->cancel->store(true);
+  queued->cancel->store(true);
+  EXPECT_EQ(running->Wait().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(queued->Wait().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(Submit(*engine, Slow())->submit_status.ok());  // room again
+}
+
+TEST_F(SchedulerTest, DeadlineWhileQueued) {
+  auto engine = MakeTestEngine(kTokenDelayMs);
+  auto running = Submit(*engine, Slow());
+  WaitForStats(*engine, 1, 0);
+  Request late = Slow();
+  late.deadline = Clock::now() + milliseconds(60);
+  auto queued = Submit(*engine, late);
+  std::this_thread::sleep_until(late.deadline + milliseconds(10));  // expires in the queue
+  running->cancel->store(true);
+  auto result = queued->Wait();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded) << result.status();
+  EXPECT_NE(result.status().message().find("in the queue"), std::string::npos);
+  EXPECT_TRUE(queued->pieces().empty());
+}
+
+TEST_F(SchedulerTest, DeadlineWhileGenerating) {
+  auto engine = MakeTestEngine(kTokenDelayMs);
+  Request request = Slow();
+  request.deadline = Clock::now() + milliseconds(5 * kTokenDelayMs / 2);
+  auto pending = Submit(*engine, request);
+  auto result = pending->Wait();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded) << result.status();
+  EXPECT_GE(pending->pieces().size(), 1u);
+  EXPECT_LE(pending->pieces().size(), 3u);
+  EXPECT_EQ(engine->Stats().in_flight, 0);
+}
+
+TEST_F(SchedulerTest, CancelStopsWithinOneToken) {
+  auto engine = MakeTestEngine(kTokenDelayMs);
+  auto pending = Submit(*engine, Slow(), [](Pending& p) {
+    if (p.pieces().size() == 2) p.cancel->store(true);
+  });
+  auto result = pending->Wait();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
+  EXPECT_EQ(pending->pieces().size(), 2u);
+}
+
+TEST_F(SchedulerTest, CancelWhileQueued) {
+  auto engine = MakeTestEngine(kTokenDelayMs);
+  auto running = Submit(*engine, Slow());
+  WaitForStats(*engine, 1, 0);
+  auto queued = Submit(*engine, Slow());
+  queued->cancel->store(true);
+  running->cancel->store(true);
+  auto result = queued->Wait();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(result.status().message(), "request cancelled while queued");
+}
+
+TEST_F(SchedulerTest, ConcurrencyRunsRequestsSideBySide) {
+  auto engine = MakeTestEngine(kTokenDelayMs, /*max_queue=*/0, /*max_concurrency=*/2);
+  auto a = Submit(*engine, Slow());
+  auto b = Submit(*engine, Slow());
+  ASSERT_TRUE(a->submit_status.ok());
+  ASSERT_TRUE(b->submit_status.ok());
+  WaitForStats(*engine, 2, 0);
+  EXPECT_EQ(Submit(*engine, Slow())->submit_status.code(), absl::StatusCode::kResourceExhausted);
+  a->cancel->store(true);
+  b->cancel->store(true);
+  a->Wait();
+  b->Wait();
+}
+
+TEST_F(SchedulerTest, DrainFinishesAcceptedWorkAndRejectsNew) {
+  auto engine = MakeTestEngine(/*token_delay_ms=*/10);
+  auto running = Submit(*engine, Slow());
+  auto queued = Submit(*engine, Slow());
+  std::thread drain([&] { engine->Drain(std::chrono::seconds(30)); });
+  std::this_thread::sleep_for(milliseconds(50));  // the requests take ~400 ms
+  absl::Status rejected = Submit(*engine, Slow())->submit_status;
+  EXPECT_EQ(rejected.code(), absl::StatusCode::kUnavailable) << rejected;
+  drain.join();
+  ASSERT_TRUE(running->DoneWithin(0));  // Drain returned after both finished
+  ASSERT_TRUE(queued->DoneWithin(0));
+  auto a = running->Wait();
+  auto b = queued->Wait();
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->finish_reason, FinishReason::kStop);
+  EXPECT_EQ(a->text, b->text);
+  engine->Drain(std::chrono::seconds(1));  // idempotent
+}
+
+TEST_F(SchedulerTest, DrainCancelsWhatOutlastsTheGrace) {
+  auto engine = MakeTestEngine(kTokenDelayMs);
+  auto running = Submit(*engine, Slow());
+  auto queued = Submit(*engine, Slow());
+  WaitForStats(*engine, 1, 1);
+  const Clock::time_point start = Clock::now();
+  engine->Drain(milliseconds(3 * kTokenDelayMs));
+  EXPECT_LT(Clock::now() - start, milliseconds(6 * kTokenDelayMs));
+  for (auto* pending : {running.get(), queued.get()}) {
+    ASSERT_TRUE(pending->DoneWithin(0));
+    auto result = pending->Wait();
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+  }
+  EXPECT_LE(running->pieces().size(), 4u);
+}
+
+TEST_F(SchedulerTest, DestructorCompletesEveryAcceptedRequest) {
+  auto engine = MakeTestEngine(kTokenDelayMs);
+  auto running = Submit(*engine, Slow());
+  auto queued = Submit(*engine, Slow());
+  engine.reset();
+  EXPECT_TRUE(running->DoneWithin(0));
+  EXPECT_TRUE(queued->DoneWithin(0));
+  EXPECT_FALSE(queued->Wait().ok());
+}
+
+}  // namespace
+}  // namespace moondream

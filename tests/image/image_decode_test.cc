@@ -1,0 +1,189 @@
+// DecodeImage (spec §3.1) against Pillow's convert("RGB"): real/ goldens, generated format
+// samples (tests/image/data, expectations from make_test_images.py), and error handling.
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include "engine/image/image.h"
+#include "tests/image/image_test_util.h"
+
+namespace moondream {
+namespace {
+
+using moondream::testing::FixturesDir;
+using moondream::testing::ReadFile;
+using moondream::testing::ReadJson;
+using moondream::testing::Sha256Hex;
+using moondream::testing::TestDataDir;
+
+constexpr uint64_t kLimit = 50'000'000;
+
+std::string RgbSha(const RgbImage& image) {
+  return Sha256Hex(image.pixels.data(), image.pixels.size());
+}
+
+TEST(DecodeImage, RealFilesMatchPillowDecode) {
+  const auto golden = ReadJson(FixturesDir() + "/real/golden/golden.json");
+  const auto index = ReadJson(FixturesDir() + "/real/images/images.json");
+  ASSERT_EQ(index["images"].size(), 4u);
+  for (const auto& entry : index["images"]) {
+    const std::string name = entry["name"];
+    SCOPED_TRACE(name);
+    const auto& decode = golden["images"][name]["decode"];
+    auto image = DecodeImage(ReadFile(FixturesDir() + "/real/images/" + std::string(entry["file"])),
+                             kLimit);
+    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_EQ(image->height, decode["rgb_shape"][0].get<int>());
+    EXPECT_EQ(image->width, decode["rgb_shape"][1].get<int>());
+    EXPECT_EQ(RgbSha(*image), decode["rgb_sha256"].get<std::string>());
+  }
+}
+
+TEST(DecodeImage, FixturePngsMatchPixelHashes) {
+  const auto index = ReadJson(FixturesDir() + "/images/images.json");
+  for (const auto& entry : index["images"]) {
+    SCOPED_TRACE(entry["name"].get<std::string>());
+    auto image = DecodeImage(ReadFile(FixturesDir() + "/images/" + std::string(entry["file"])),
+                             kLimit);
+    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_EQ(image->width, entry["width"].get<int>());
+    EXPECT_EQ(image->height, entry["height"].get<int>());
+    if (entry["mode"] == "RGB") {  // pixels_sha256 is of the file's own mode (L for grey)
+      EXPECT_EQ(RgbSha(*image), entry["pixels_sha256"].get<std::string>());
+    }
+  }
+}
+
+// JPEG (4:2:0, 4:4:4, progressive, grey, CMYK, EXIF-rotated), PNG (RGBA, grey, grey+alpha,
+// 1-bit, palette, palette+tRNS, 16-bit grey/RGB/RGBA/grey+alpha), WebP (lossy, lossless,
+// alpha), GIF (still, animated: first frame).
+TEST(DecodeImage, GeneratedFormatsMatchPillowConvertRgb) {
+  const auto expected = ReadJson(TestDataDir() + "/expected.json");
+  ASSERT_GE(expected.size(), 20u);
+  for (const auto& [file, want] : expected.items()) {
+    SCOPED_TRACE(file);
+    auto image = DecodeImage(ReadFile(TestDataDir() + "/" + file), kLimit);
+    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_EQ(image->width, want["width"].get<int>());
+    EXPECT_EQ(image->height, want["height"].get<int>());
+    EXPECT_EQ(RgbSha(*image), want["rgb_sha256"].get<std::string>());
+  }
+}
+
+void ExpectInvalid(std::string_view bytes, const std::string& message_prefix) {
+  auto image = DecodeImage(bytes, kLimit);
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(image.status().message()).rfind(message_prefix, 0), 0u)
+      << image.status();
+}
+
+TEST(DecodeImage, EmptyAndNonImageBytes) {
+  ExpectInvalid("", "image is empty");
+  ExpectInvalid("hello, this is not an image", "not a supported image format (JPEG, PNG, WebP, GIF)");
+  ExpectInvalid("\x49\x49\x2A\x00 tiff header", "not a supported image format");
+  ExpectInvalid("<svg xmlns='http://www.w3.org/2000/svg'/>", "not a supported image format");
+}
+
+TEST(DecodeImage, TruncatedFilesAreRejected) {
+  const std::string jpeg = ReadFile(FixturesDir() + "/real/images/p0_hubble_1000x872.jpg");
+  const std::string prog = ReadFile(FixturesDir() + "/real/images/p1_astronaut_prog_512x512.jpg");
+  const std::string png = ReadFile(FixturesDir() + "/images/img1_640x480.png");
+  const std::string gif = ReadFile(FixturesDir() + "/real/images/p2_meme_anim.gif");
+  const std::string webp = ReadFile(TestDataDir() + "/lossy.webp");
+  ExpectInvalid(jpeg.substr(0, jpeg.size() / 2), "corrupt or truncated JPEG: ");
+  ExpectInvalid(prog.substr(0, prog.size() / 2), "corrupt or truncated JPEG: ");
+  ExpectInvalid(jpeg.substr(0, 100), "corrupt or truncated JPEG: ");
+  ExpectInvalid(png.substr(0, png.size() / 2), "corrupt or truncated PNG: ");
+  ExpectInvalid(png.substr(0, 40), "corrupt or truncated PNG: ");
+  ExpectInvalid(gif.substr(0, 300), "corrupt or truncated GIF: ");
+  ExpectInvalid(webp.substr(0, webp.size() / 2), "corrupt or truncated WebP: ");
+}
+
+TEST(DecodeImage, CorruptFilesAreRejected) {
+  ExpectInvalid(std::string("\xFF\xD8\xFF\xE0") + std::string(500, 'x'), "corrupt or truncated JPEG: ");
+  std::string png = ReadFile(FixturesDir() + "/images/img1_640x480.png");
+  const size_t idat = png.find("IDAT");
+  ASSERT_NE(idat, std::string::npos);
+  for (size_t i = idat + 4; i < idat + 64; ++i) png[i] ^= 0x5A;  // zlib stream + CRC now wrong
+  ExpectInvalid(png, "corrupt or truncated PNG: ");
+}
+
+TEST(DecodeImage, ErrorBufferIsClearedBetweenCalls) {
+  auto first = DecodeImage(std::string("\xFF\xD8\xFF\xE0") + std::string(64, 'x'), kLimit);
+  ASSERT_FALSE(first.ok());
+  const std::string png = ReadFile(FixturesDir() + "/images/img0_378x378.png");
+  auto second = DecodeImage(png.substr(0, png.size() / 3), kLimit);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(std::string(second.status().message()).find("JPEG"), std::string::npos)
+      << second.status();
+  EXPECT_TRUE(DecodeImage(png, kLimit).ok());
+}
+
+std::string PngChunk(const char* tag, const std::string& data) {
+  std::string chunk;
+  for (int s = 24; s >= 0; s -= 8) chunk += char((data.size() >> s) & 0xFF);
+  std::string body = std::string(tag, 4) + data;
+  const uint32_t crc = crc32(0, reinterpret_cast<const Bytef*>(body.data()), body.size());
+  chunk += body;
+  for (int s = 24; s >= 0; s -= 8) chunk += char((crc >> s) & 0xFF);
+  return chunk;
+}
+
+std::string Be32(uint32_t v) {
+  return {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
+}
+
+TEST(DecodeImage, PixelBombIsRejectedFromTheHeader) {
+  // A valid PNG header claiming 30000x30000 RGB (2.7 GB decoded) and a tiny IDAT.
+  const std::string ihdr = Be32(30000) + Be32(30000) + std::string("\x08\x02\x00\x00\x00", 5);
+  const std::string bomb = std::string("\x89PNG\r\n\x1A\n", 8) + PngChunk("IHDR", ihdr) +
+                           PngChunk("IDAT", std::string("\x78\x9C\x03\x00\x00\x00\x00\x01", 8)) +
+                           PngChunk("IEND", "");
+  const auto start = std::chrono::steady_clock::now();
+  ExpectInvalid(bomb, "image is 30000x30000 = 900000000 pixels, over the limit of 50000000 "
+                      "(--max-image-pixels)");
+  // A JPEG whose SOF claims 60000x60000.
+  std::string jpeg = ReadFile(TestDataDir() + "/baseline_420.jpg");
+  const size_t sof = jpeg.find("\xFF\xC0");
+  ASSERT_NE(sof, std::string::npos);
+  jpeg.replace(sof + 5, 4, std::string("\xEA\x60\xEA\x60", 4));
+  ExpectInvalid(jpeg, "image is 60000x60000 = 3600000000 pixels, over the limit of 50000000");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+TEST(DecodeImage, LimitIsInclusive) {
+  const std::string png = ReadFile(TestDataDir() + "/rgb.png");  // 23x17 = 391 pixels
+  EXPECT_TRUE(DecodeImage(png, 391).ok());
+  auto over = DecodeImage(png, 390);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().message(),
+            "image is 23x17 = 391 pixels, over the limit of 390 (--max-image-pixels)");
+}
+
+TEST(DecodeImage, ConcurrentDecodesAgree) {
+  const std::string jpeg = ReadFile(FixturesDir() + "/real/images/p1_astronaut_prog_512x512.jpg");
+  const std::string bad = jpeg.substr(0, jpeg.size() / 2);
+  std::vector<std::string> shas(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 3; ++i) {
+        EXPECT_FALSE(DecodeImage(bad, kLimit).ok());
+        auto image = DecodeImage(jpeg, kLimit);
+        if (image.ok()) shas[t] = RgbSha(*image);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (const auto& sha : shas) EXPECT_EQ(sha, shas[0]);
+  EXPECT_FALSE(shas[0].empty());
+}
+
+}  // namespace
+}  // namespace moondream

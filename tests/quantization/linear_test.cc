@@ -1,0 +1,162 @@
+// Linear (dense + INT8 kernel) and Embedding against independent references.
+#include <tuple>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include "quantization/linear.h"
+
+namespace moondream::quant {
+namespace {
+
+Int8Matrix Quantize(const at::Tensor& w) {
+  auto m = QuantizePerChannel(w, "w", nullptr);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return *m;
+}
+
+// Same per-token activation quantization as the kernel, computed with plain ATen ops, then
+// an exact integer matmul in fp64 and the scales applied in fp64.
+at::Tensor Reference(const at::Tensor& x, const Int8Matrix& w, const at::Tensor& bias) {
+  const at::Tensor amax = x.abs().amax(1, /*keepdim=*/true);             // fp32 [M, 1]
+  const at::Tensor inv = at::where(amax > 0, 127.f / amax, at::zeros_like(amax));
+  const at::Tensor qa = (x * inv).round().clamp(-127, 127).to(at::kDouble);
+  const at::Tensor a_scale = (amax / 127.f).to(at::kDouble);
+  const at::Tensor acc = at::matmul(qa, w.q.to(at::kDouble).t());        // exact integers
+  at::Tensor y = acc * a_scale * w.scale.to(at::kDouble).unsqueeze(0);
+  if (bias.defined()) y = y + bias.to(at::kDouble);
+  return y;
+}
+
+void ExpectMatches(const at::Tensor& y, const at::Tensor& ref) {
+  ASSERT_EQ(y.sizes(), ref.sizes());
+  const double tol = 2e-6 * std::max(1.0, ref.abs().max().item<double>());
+  const double diff = (y.to(at::kDouble) - ref).abs().max().item<double>();
+  EXPECT_LE(diff, tol);
+}
+
+class Int8Shapes : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {};
+
+TEST_P(Int8Shapes, ForwardMatchesReference) {
+  const auto [m, k, n] = GetParam();
+  at::manual_seed(m * 7919 + k * 31 + n);
+  const at::Tensor w = at::randn({n, k});
+  const at::Tensor b = at::randn({n});
+  const at::Tensor x = at::randn({m, k}) * 3;
+  const Int8Matrix q = Quantize(w);
+  const Linear lin = Linear::Int8(q, b);
+  EXPECT_TRUE(lin.is_int8());
+  EXPECT_EQ(lin.in_features(), k);
+  EXPECT_EQ(lin.out_features(), n);
+  const at::Tensor y = lin.Forward(x);
+  EXPECT_EQ(y.scalar_type(), at::kFloat);
+  ExpectMatches(y, Reference(x, q, b));
+  // And it is a faithful approximation of the float layer.
+  const at::Tensor fp = at::linear(x, w, b);
+  EXPECT_LT(((y - fp).norm() / fp.norm()).item<double>(), 0.03);
+}
+
+// M = decode, prompt, vision crop; K not a multiple of 64 (or of 4); odd N; panel tails.
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Int8Shapes,
+    ::testing::Values(std::make_tuple(1, 32, 3), std::make_tuple(3, 33, 17), std::make_tuple(17, 100, 51),
+                      std::make_tuple(1, 588, 1000), std::make_tuple(730, 588, 131),
+                      std::make_tuple(730, 1152, 80), std::make_tuple(17, 2048, 2048),
+                      std::make_tuple(1, 4304, 48), std::make_tuple(6, 130, 64),
+                      std::make_tuple(7, 130, 65), std::make_tuple(13, 257, 127),
+                      std::make_tuple(1, 8192, 300), std::make_tuple(300, 2048, 33)));
+
+TEST(Int8Linear, ThreadCountDoesNotChangeResult) {
+  at::manual_seed(4);
+  const Int8Matrix q = Quantize(at::randn({200, 300}));
+  const Linear lin = Linear::Int8(q, at::Tensor());
+  const at::Tensor x = at::randn({50, 300});
+  const int saved = at::get_num_threads();
+  at::set_num_threads(1);
+  const at::Tensor y1 = lin.Forward(x);
+  at::set_num_threads(2);
+  const at::Tensor y2 = lin.Forward(x);
+  at::set_num_threads(saved);
+  EXPECT_TRUE(at::equal(y1, y2));
+  ExpectMatches(y1, Reference(x, q, at::Tensor()));
+}
+
+TEST(Int8Linear, BatchedBf16InputKeepsShapeAndDtype) {
+  at::manual_seed(5);
+  const Int8Matrix q = Quantize(at::randn({40, 64}));
+  const at::Tensor b = at::randn({40});
+  const Linear lin = Linear::Int8(q, b);
+  const at::Tensor x = at::randn({2, 5, 64}).to(at::kBFloat16);
+  const at::Tensor y = lin.Forward(x);
+  EXPECT_EQ(y.sizes(), (at::IntArrayRef{2, 5, 40}));
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  const at::Tensor ref = Reference(x.to(at::kFloat).reshape({10, 64}), q, b).reshape({2, 5, 40});
+  EXPECT_TRUE(at::allclose(y.to(at::kDouble), ref, 1e-2, 1e-2));
+}
+
+TEST(Int8Linear, ZeroRowGivesBiasAndNanRowGivesNan) {
+  const Int8Matrix q = Quantize(at::randn({20, 48}));
+  const at::Tensor b = at::randn({20});
+  const Linear lin = Linear::Int8(q, b);
+  at::Tensor x = at::randn({3, 48});
+  x[0].zero_();
+  x[2][7] = std::nanf("");
+  const at::Tensor y = lin.Forward(x);
+  EXPECT_TRUE(at::equal(y[0], b));
+  EXPECT_TRUE(at::isfinite(y[1]).all().item<bool>());
+  EXPECT_TRUE(at::isnan(y[2]).all().item<bool>());
+}
+
+TEST(Int8Linear, RejectsWrongInFeatures) {
+  const Linear lin = Linear::Int8(Quantize(at::randn({4, 8})), at::Tensor());
+  EXPECT_THROW(lin.Forward(at::randn({2, 9})), c10::Error);
+  EXPECT_THROW(Linear().Forward(at::randn({2, 9})), c10::Error);
+}
+
+TEST(Int8Linear, BytesAreAboutAQuarterOfFp32) {
+  const at::Tensor w = at::randn({2048, 2048});
+  const Linear dense = Linear::Dense(w, at::randn({2048}));
+  const Linear int8 = Linear::Int8(Quantize(w), at::randn({2048}));
+  EXPECT_EQ(dense.bytes(), 2048u * 2048 * 4 + 2048 * 4);
+  EXPECT_LE(int8.bytes(), 2048u * 2048 + 3 * 2048 * 4);
+  EXPECT_GE(int8.bytes(), 2048u * 2048);
+  EXPECT_FALSE(dense.is_int8());
+}
+
+TEST(DenseLinear, EqualsAtLinear) {
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor w = at::randn({51, 33}).to(dtype);
+    const at::Tensor b = at::randn({51}).to(dtype);
+    const at::Tensor x = at::randn({4, 7, 33}).to(dtype);
+    EXPECT_TRUE(at::equal(Linear::Dense(w, b).Forward(x), at::linear(x, w, b)));
+    EXPECT_TRUE(at::equal(Linear::Dense(w, at::Tensor()).Forward(x), at::linear(x, w)));
+  }
+}
+
+TEST(Embedding, Int8LookupMatchesDequantizedRows) {
+  const at::Tensor table = at::randn({100, 24});
+  const Int8Matrix q = Quantize(table);
+  const Embedding e = Embedding::Int8(q);
+  const at::Tensor ids = at::tensor({5, 0, 99, 5}, at::kLong);
+  const at::Tensor rows = e.Lookup(ids, at::kFloat);
+  EXPECT_TRUE(at::equal(rows, Dequantize(q, at::kFloat).index_select(0, ids)));
+  EXPECT_EQ(e.Lookup(ids, at::kBFloat16).scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(e.is_int8());
+  EXPECT_EQ(e.rows(), 100);
+  EXPECT_EQ(e.dim(), 24);
+  EXPECT_EQ(e.bytes(), 100u * 24 + 100 * 4);
+  EXPECT_THROW(e.Lookup(at::tensor({100}, at::kLong), at::kFloat), c10::Error);
+}
+
+TEST(Embedding, DenseLookupIsIndexSelect) {
+  const at::Tensor table = at::randn({10, 8});
+  const Embedding e = Embedding::Dense(table);
+  const at::Tensor ids = at::tensor({3, 3, 9}, at::kLong);
+  EXPECT_TRUE(at::equal(e.Lookup(ids, at::kFloat), table.index_select(0, ids)));
+  EXPECT_FALSE(e.is_int8());
+  EXPECT_EQ(e.bytes(), 10u * 8 * 4);
+}
+
+}  // namespace
+}  // namespace moondream::quant

@@ -1,0 +1,200 @@
+#include "engine/weights/weight_store.h"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/weights/config.h"
+#include "tests/weights/test_util.h"
+
+namespace moondream {
+namespace {
+
+using testing::FixtureCkpt;
+
+std::string FixtureA() { return FixtureCkpt("public-a") + "/model.safetensors"; }
+
+// IEEE binary16 -> float, written out by hand (independent of ATen's conversion).
+float HalfToFloat(uint16_t h) {
+  const int sign = h >> 15, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  float v;
+  if (exp == 0) v = std::ldexp(static_cast<float>(mant), -24);
+  else if (exp == 31) v = mant ? NAN : INFINITY;
+  else v = std::ldexp(static_cast<float>(mant | 0x400), exp - 25);
+  return sign ? -v : v;
+}
+
+// The fixture tensor `name` decoded by HalfToFloat, as an fp32 tensor.
+at::Tensor ReferenceFp32(const std::string& name) {
+  auto file = SafetensorsFile::Open(FixtureA());
+  EXPECT_TRUE(file.ok());
+  const TensorView* t = (*file)->Find(name);
+  EXPECT_NE(t, nullptr);
+  at::Tensor out = at::empty(t->shape, at::kFloat);
+  float* dst = out.data_ptr<float>();
+  for (int64_t i = 0; i < t->numel(); ++i) {
+    uint16_t h;
+    std::memcpy(&h, t->data + 2 * i, 2);
+    dst[i] = HalfToFloat(h);
+  }
+  return out;
+}
+
+std::unique_ptr<WeightStore> OpenStore(WeightStoreOptions options) {
+  auto store = WeightStore::Open(FixtureA(), std::move(options));
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(*store) : nullptr;
+}
+
+TEST(WeightStore, Fp32TensorsEqualFp16SourceExactly) {
+  auto store = OpenStore({Precision::kFP32});
+  const auto root = store->Root();
+  struct Case {
+    WeightStore::Scope scope;
+    std::string name;
+    std::vector<int64_t> shape;
+  } cases[] = {
+      {root.Sub("vision"), "pos_emb", {1, 729, 64}},
+      {root.Sub("vision").Sub("blocks").Sub("26").Sub("ln2"), "weight", {64}},
+      {root.Sub("text").Sub("blocks").Sub("1").Sub("mlp").Sub("fc2"), "weight", {128, 512}},
+      {root.Sub("region"), "size_features", {2, 256}},
+  };
+  for (const Case& c : cases) {
+    auto t = c.scope.Tensor(c.name, c.shape);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->scalar_type(), at::kFloat);
+    EXPECT_TRUE(at::equal(*t, ReferenceFp32(c.scope.path() + "." + c.name))) << c.scope.path() << "." << c.name;
+  }
+  EXPECT_EQ(store->converted(), 4u);
+}
+
+TEST(WeightStore, DenseLinearAndEmbeddingMatchSource) {
+  auto store = OpenStore({Precision::kFP32});
+  auto qkv = store->Root().Sub("text").Sub("blocks").Sub("0").Sub("attn").Linear("qkv", 384, 128);
+  ASSERT_TRUE(qkv.ok()) << qkv.status();
+  EXPECT_FALSE(qkv->is_int8());
+  const at::Tensor w = ReferenceFp32("model.text.blocks.0.attn.qkv.weight");
+  const at::Tensor b = ReferenceFp32("model.text.blocks.0.attn.qkv.bias");
+  EXPECT_TRUE(at::equal(qkv->Forward(at::zeros({1, 128})), b.unsqueeze(0)));
+  EXPECT_TRUE(at::allclose(qkv->Forward(at::eye(128)), w.t() + b, 0, 1e-6));
+  auto wte = store->Root().Sub("text").Embedding("wte", 51200, 128);
+  ASSERT_TRUE(wte.ok()) << wte.status();
+  const at::Tensor ids = at::tensor(std::vector<int64_t>{0, 50256, 51199});
+  EXPECT_TRUE(at::equal(wte->Lookup(ids, at::kFloat), ReferenceFp32("model.text.wte").index_select(0, ids)));
+}
+
+TEST(WeightStore, ErrorsNameTheTensor) {
+  auto store = OpenStore({Precision::kFP32});
+  const auto text = store->Root().Sub("text");
+  auto wrong = text.Tensor("post_ln.weight", {64});
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("model.text.post_ln.weight has shape [128], expected [64]"),
+            std::string::npos) << wrong.status();
+  auto missing = text.Linear("nope", 4, 4);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("model.text.nope.weight"), std::string::npos);
+  ASSERT_TRUE(text.Tensor("post_ln.bias", {128}).ok());
+  auto twice = text.Tensor("post_ln.bias", {128});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("already converted"), std::string::npos);
+}
+
+TEST(WeightStore, PrecisionParsingAndDeviceRules) {
+  EXPECT_EQ(*ParsePrecision("BF16"), Precision::kBF16);
+  EXPECT_EQ(*ParsePrecision("float16"), Precision::kFP16);
+  EXPECT_EQ(std::string(PrecisionName(*ParsePrecision("int8"))), "int8");
+  EXPECT_FALSE(ParsePrecision("int4").ok());
+  auto fp16_cpu = WeightStore::Open(FixtureA(), {Precision::kFP16, "cpu"});
+  ASSERT_FALSE(fp16_cpu.ok());
+  EXPECT_NE(fp16_cpu.status().message().find("cuda"), std::string::npos);
+  EXPECT_FALSE(WeightStore::Open(FixtureA(), {Precision::kFP32, "tpu"}).ok());
+  auto bf16 = OpenStore({Precision::kBF16});
+  auto t = bf16->Root().Sub("vision").Tensor("pos_emb", {1, 729, 64});
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(*t, ReferenceFp32("model.vision.pos_emb").to(at::kBFloat16)));
+}
+
+TEST(WeightStore, Int8QuantizesLinearsExceptSkipped) {
+  auto store = OpenStore({Precision::kINT8, "cpu", {"text.lm_head", "vision.blocks.*"}});
+  const auto root = store->Root();
+  auto fc1 = root.Sub("text").Sub("blocks").Sub("0").Sub("mlp").Linear("fc1", 512, 128);
+  ASSERT_TRUE(fc1.ok()) << fc1.status();
+  EXPECT_TRUE(fc1->is_int8());
+  const at::Tensor x = at::randn({3, 128}, at::TensorOptions().dtype(at::kFloat));
+  const at::Tensor ref = at::linear(x, ReferenceFp32("model.text.blocks.0.mlp.fc1.weight"),
+                                    ReferenceFp32("model.text.blocks.0.mlp.fc1.bias"));
+  const at::Tensor y = fc1->Forward(x);
+  EXPECT_LT((y - ref).norm().item<double>() / ref.norm().item<double>(), 0.03);
+  auto head = root.Sub("text").Linear("lm_head", 51200, 128);
+  ASSERT_TRUE(head.ok());
+  EXPECT_FALSE(head->is_int8());
+  auto vis = root.Sub("vision").Sub("blocks").Sub("3").Sub("attn").Linear("proj", 64, 64);
+  ASSERT_TRUE(vis.ok());
+  EXPECT_FALSE(vis->is_int8());
+  auto wte = root.Sub("text").Embedding("wte", 51200, 128);
+  ASSERT_TRUE(wte.ok());
+  EXPECT_TRUE(wte->is_int8());
+  auto ln = root.Sub("text").Sub("post_ln").Tensor("weight", {128});
+  ASSERT_TRUE(ln.ok());
+  EXPECT_EQ(ln->scalar_type(), at::kFloat);  // non-linear tensors stay fp32 in int8 mode
+
+  const LoadReport report = store->report();
+  ASSERT_EQ(report.layers.size(), 4u);
+  EXPECT_EQ(report.layers[0].name, "text.blocks.0.mlp.fc1");
+  EXPECT_TRUE(report.layers[0].quantized);
+  EXPECT_GT(report.layers[0].stats.sqnr_db, 30);
+  EXPECT_FALSE(report.layers[1].quantized);
+  const QuantizationSummary s = report.Summary();
+  EXPECT_FALSE(s.scheme.empty());
+  EXPECT_EQ(s.quantized_layers, 2);
+  EXPECT_EQ(s.full_precision_layers, 2);
+  EXPECT_GT(s.min_sqnr_db, 30);
+  EXPECT_FALSE(s.worst_layer.empty());
+}
+
+TEST(WeightStore, Int8StatsMatchWholeMatrixQuantization) {
+  // lm_head is 51200 rows: quantized in many row blocks, stats merged; compare with one shot.
+  auto store = OpenStore({Precision::kINT8});
+  ASSERT_TRUE(store->Root().Sub("text").Linear("lm_head", 51200, 128).ok());
+  const quant::QuantStats merged = store->report().layers.at(0).stats;
+  quant::QuantStats whole;
+  ASSERT_TRUE(quant::QuantizePerChannel(ReferenceFp32("model.text.lm_head.weight"), "lm_head", &whole).ok());
+  EXPECT_NEAR(merged.sqnr_db, whole.sqnr_db, 1e-6);
+  EXPECT_NEAR(merged.rel_frobenius_error, whole.rel_frobenius_error, 1e-9);
+  EXPECT_DOUBLE_EQ(merged.max_abs_error, whole.max_abs_error);
+  EXPECT_NEAR(merged.clipped_fraction, whole.clipped_fraction, 1e-12);
+}
+
+TEST(WeightStore, FullLoadReportsComponents) {
+  auto config = LoadConfig(FixtureCkpt("public-a") + "/config.json");
+  ASSERT_TRUE(config.ok());
+  auto store = OpenStore({Precision::kFP32});
+  const auto root = store->Root();
+  for (const ExpectedTensor& e : ExpectedTensors(*config)) {
+    ASSERT_TRUE(root.Tensor(e.name.substr(6), e.shape).ok()) << e.name;
+  }
+  EXPECT_EQ(store->converted(), store->total());
+  const LoadReport r = store->report();
+  EXPECT_EQ(r.parameters, 15563584u);  // fixture init.json n_params
+  std::map<std::string, ComponentWeights> by_name;
+  for (const auto& c : r.components) by_name[c.component] = c;
+  ASSERT_EQ(by_name.size(), 4u);
+  EXPECT_EQ(by_name["projection"].parameters, 256u * 128 + 256 + 128 * 256 + 128);
+  EXPECT_EQ(by_name["projection"].bytes, 4 * by_name["projection"].parameters);
+  EXPECT_EQ(by_name["text"].precision, "fp32");
+  EXPECT_TRUE(r.Summary().scheme.empty());
+
+  testing::TempDir dir;
+  r.WriteJson(dir.Path("report.json"));
+  std::ifstream in(dir.Path("report.json"));
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["parameters"].get<uint64_t>(), 15563584u);
+  EXPECT_EQ(j["components"].size(), 4u);
+}
+
+}  // namespace
+}  // namespace moondream
