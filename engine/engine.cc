@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <thread>
 #include <utility>
 
@@ -12,13 +13,11 @@
 #include "engine/image_cache.h"
 #include "engine/log.h"
 #include "engine/model.h"
+#include "engine/model/moondream.h"
 #include "engine/model/status_macros.h"
 #include "engine/scheduler.h"
 #include "engine/test_model.h"
 #include "engine/weights/model_dir.h"
-#if MOONDREAM_HAVE_MOONDREAM2
-#include "engine/model/moondream.h"
-#endif
 
 namespace moondream {
 namespace {
@@ -61,43 +60,45 @@ void SetThreads(int threads) {
   Log(LogLevel::kInfo, "compute_threads", {{"intra_op", n}});
 }
 
-#if MOONDREAM_HAVE_MOONDREAM2
 // fp32 -> moondream2, any other precision p -> moondream2-p.
 std::string VariantName(const std::string& precision) {
   return precision == "fp32" ? "moondream2" : "moondream2-" + precision;
 }
-#endif
 
 absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o) {
-#if MOONDREAM_HAVE_MOONDREAM2
   MD_ASSIGN_OR_RETURN(const std::string dir, ResolveModelDir(o.model_dir));
   Models models;
   for (const std::string& precision : o.variants) {
-    MoondreamOptions options{VariantName(precision), dir,          precision,
-                             o.device,               o.int8_skip, o.max_image_pixels, ""};
+    MoondreamOptions options;
+    options.name = VariantName(precision);
+    options.model_dir = dir;
+    options.precision = precision;
+    options.device = o.device;
+    options.int8_skip = o.int8_skip;
+    options.max_image_pixels = o.max_image_pixels;
     MD_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadMoondream(options));
     models.push_back(std::move(model));
   }
   return models;
-#else
-  return absl::UnimplementedError(
-      "moondream2: this build has no Moondream2 model code yet (engine/model/moondream.h); "
-      "use --model test");
-#endif
 }
 
+// Model loading is an exception boundary too: a c10::Error escaping the loader fails
+// Create instead of the process.
 absl::StatusOr<Models> LoadModels(const EngineOptions& o) {
   if (o.model == "test") {
     Models models;
     models.push_back(MakeTestModel({o.max_image_pixels, o.test_model_token_delay_ms}));
     return models;
   }
-  return LoadMoondreamVariants(o);
+  try {
+    return LoadMoondreamVariants(o);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("loading moondream2 failed: ", e.what()));
+  }
 }
 
 absl::Status RangeError(const char* field, const std::string& range, double value) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": must be in ", range, ", got ", value));
+  return absl::InvalidArgumentError(absl::StrCat(field, ": must be in ", range, ", got ", value));
 }
 
 absl::Status ValidateRequest(const Request& r) {
@@ -107,9 +108,9 @@ absl::Status ValidateRequest(const Request& r) {
     return absl::InvalidArgumentError("image: EncodeImage needs non-empty image bytes");
   }
   if (has_bytes == has_handle) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "image: give exactly one of image data or image handle (got ",
-        has_bytes ? "both" : "neither, or empty data", ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("image: give exactly one of image data or image handle (got ",
+                     has_bytes ? "both" : "neither, or empty data", ")"));
   }
   if (r.task == Task::kQuery && r.text.empty()) {
     return absl::InvalidArgumentError("question: must not be empty");
@@ -173,14 +174,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   MD_RETURN_IF_ERROR(ValidateOptions(options));
   SetThreads(options.threads);
   MD_ASSIGN_OR_RETURN(Models models, LoadModels(options));
-  for (const auto& model : models) {
-    Log(LogLevel::kInfo, "model_ready",
-        {{"model", model->info().name},
-         {"precision", model->info().precision},
-         {"device", model->info().device},
-         {"load_seconds", model->info().load_seconds}});
-  }
-  return std::unique_ptr<Engine>(new Engine(std::make_unique<Impl>(options, std::move(models))));
+  auto impl = std::make_unique<Impl>(options, std::move(models));
+  Log(LogLevel::kInfo, "engine_ready",
+      {{"models", impl->Names()},
+       {"default", impl->models.front()->info().name},
+       {"max_queue", options.max_queue},
+       {"max_concurrency", options.max_concurrency}});
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -191,8 +191,8 @@ absl::Status Engine::Submit(Request request, Callbacks callbacks) {
   if (!callbacks.on_done) return absl::InvalidArgumentError("callbacks: on_done is required");
   const Model* model = impl_->Find(request.model);
   if (model == nullptr) {
-    return absl::NotFoundError(absl::StrCat("unknown model \"", request.model,
-                                            "\" (loaded: ", impl_->Names(), ")"));
+    return absl::NotFoundError(
+        absl::StrCat("unknown model \"", request.model, "\" (loaded: ", impl_->Names(), ")"));
   }
   MD_RETURN_IF_ERROR(ValidateRequest(request));
   request.model = model->info().name;
@@ -221,7 +221,7 @@ EngineStats Engine::Stats() const {
   EngineStats stats;
   stats.queued = s.queued;
   stats.in_flight = s.in_flight;
-  stats.kv_cache_bytes = s.kv_cache_bytes;
+  for (const auto& model : impl_->models) stats.kv_cache_bytes += model->request_state_bytes();
   stats.image_cache_bytes = c.bytes;
   stats.image_cache_entries = c.entries;
   return stats;

@@ -61,9 +61,9 @@ absl::StatusOr<std::string> ImageCache::Insert(const std::string& model,
                                                std::shared_ptr<const EncodedImage> image) {
   const uint64_t size = image->bytes();
   if (size > budget_bytes_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("encoded image needs ", size, " bytes, more than the image cache budget (",
-                     "--image-cache-bytes=", budget_bytes_, ")"));
+    return absl::ResourceExhaustedError(absl::StrCat("encoded image needs ", size,
+                                                     " bytes, more than the image cache budget (",
+                                                     "--image-cache-bytes=", budget_bytes_, ")"));
   }
   std::lock_guard<std::mutex> lock(mu_);
   const Clock::time_point now = now_();
@@ -76,8 +76,8 @@ absl::StatusOr<std::string> ImageCache::Insert(const std::string& model,
   return handle;
 }
 
-absl::StatusOr<std::shared_ptr<const EncodedImage>> ImageCache::Lookup(
-    const std::string& model, const std::string& handle) {
+absl::StatusOr<std::shared_ptr<const EncodedImage>> ImageCache::Lookup(const std::string& model,
+                                                                       const std::string& handle) {
   std::lock_guard<std::mutex> lock(mu_);
   ExpireLocked(now_());
   auto found = by_handle_.find(handle);
@@ -89,8 +89,8 @@ absl::StatusOr<std::shared_ptr<const EncodedImage>> ImageCache::Lookup(
     if (issuer != issuers_.end()) owner = issuer->second;
   }
   if (!owner.empty() && owner != model) {
-    return absl::InvalidArgumentError(absl::StrCat("image handle was issued for model \"", owner,
-                                                   "\", not \"", model, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("image handle was issued for model \"", owner, "\", not \"", model, "\""));
   }
   if (found == by_handle_.end()) {
     return absl::NotFoundError("unknown or expired image handle");

@@ -100,7 +100,6 @@ Scheduler::Stats Scheduler::GetStats() const {
   Stats stats;
   stats.queued = static_cast<int>(queue_.size());
   stats.in_flight = static_cast<int>(running_.size());
-  for (const Job* job : running_) stats.kv_cache_bytes += job->model->request_state_bytes();
   return stats;
 }
 
@@ -136,8 +135,9 @@ void Scheduler::Process(Job& job) {
   } else if (absl::IsCancelled(result.status())) {
     std::lock_guard<std::mutex> lock(mu_);
     if (job.drained) {
-      result = absl::UnavailableError("engine is shutting down: request cancelled after the "
-                                      "drain grace period");
+      result = absl::UnavailableError(
+          "engine is shutting down: request cancelled after the "
+          "drain grace period");
     }
   }
   Log(LogLevel::kDebug, "request_done",
@@ -179,8 +179,8 @@ absl::StatusOr<Result> Scheduler::ExecuteGuarded(const Job& job, const RunContex
   return result;
 }
 
-absl::StatusOr<std::shared_ptr<const EncodedImage>> Scheduler::ResolveImage(
-    const Job& job, const RunContext& ctx) {
+absl::StatusOr<std::shared_ptr<const EncodedImage>> Scheduler::ResolveImage(const Job& job,
+                                                                            const RunContext& ctx) {
   if (!job.request.image_handle.empty()) {
     return cache_->Lookup(job.request.model, job.request.image_handle);
   }

@@ -41,7 +41,6 @@ class Scheduler {
   struct Stats {
     int queued = 0;
     int in_flight = 0;
-    uint64_t kv_cache_bytes = 0;
   };
   Stats GetStats() const;
 

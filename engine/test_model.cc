@@ -14,8 +14,8 @@
 namespace moondream {
 namespace {
 
-constexpr int kDefaultMaxTokens = 512;   // as Moondream2 (spec §6.2)
-constexpr int kDefaultMaxObjects = 50;   // as Moondream2 (spec §6.6)
+constexpr int kDefaultMaxTokens = 512;     // as Moondream2 (spec §6.2)
+constexpr int kDefaultMaxObjects = 50;     // as Moondream2 (spec §6.6)
 constexpr int32_t kVocabularyIds = 50256;  // token ids stay below the EOS id
 constexpr int kImageTokens = 1;            // one fingerprint vector per image
 
@@ -35,11 +35,11 @@ struct NamedColour {
   int r, g, b;
 };
 constexpr NamedColour kColours[] = {
-    {"black", 0, 0, 0},        {"white", 255, 255, 255}, {"gray", 128, 128, 128},
-    {"red", 200, 30, 30},      {"green", 40, 160, 40},   {"blue", 40, 70, 200},
-    {"yellow", 240, 220, 40},  {"teal", 0, 128, 128},    {"magenta", 200, 40, 200},
-    {"orange", 245, 140, 30},  {"purple", 110, 50, 150}, {"brown", 120, 75, 35},
-    {"pink", 245, 170, 190},   {"navy", 20, 30, 100},    {"olive", 120, 120, 30}};
+    {"black", 0, 0, 0},       {"white", 255, 255, 255}, {"gray", 128, 128, 128},
+    {"red", 200, 30, 30},     {"green", 40, 160, 40},   {"blue", 40, 70, 200},
+    {"yellow", 240, 220, 40}, {"teal", 0, 128, 128},    {"magenta", 200, 40, 200},
+    {"orange", 245, 140, 30}, {"purple", 110, 50, 150}, {"brown", 120, 75, 35},
+    {"pink", 245, 170, 190},  {"navy", 20, 30, 100},    {"olive", 120, 120, 30}};
 
 class TestImage : public EncodedImage {
  public:
@@ -107,8 +107,8 @@ std::pair<std::string, std::string> PromptAndAnswer(const Request& request,
                            image.ColourName(), " image")};
     case Task::kCaption:
       if (request.caption_length == CaptionLength::kShort) {
-        return {"Short caption:", absl::StrCat("a test image of ", image.Size(),
-                                               " pixels, mostly ", image.ColourName())};
+        return {"Short caption:", absl::StrCat("a test image of ", image.Size(), " pixels, mostly ",
+                                               image.ColourName())};
       }
       return {"Long caption:",
               absl::StrCat("a test image of ", image.Size(), " pixels in ", shape,
@@ -131,8 +131,8 @@ class TestModel : public Model {
 
   const ModelInfo& info() const override { return info_; }
 
-  absl::StatusOr<std::shared_ptr<const EncodedImage>> Encode(
-      std::string_view image_bytes, const RunContext& ctx) const override {
+  absl::StatusOr<std::shared_ptr<const EncodedImage>> Encode(std::string_view image_bytes,
+                                                             const RunContext& ctx) const override {
     const Clock::time_point start = Clock::now();
     absl::StatusOr<RgbImage> rgb = DecodeImage(image_bytes, options_.max_image_pixels);
     if (!rgb.ok()) return rgb.status();

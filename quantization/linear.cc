@@ -1,5 +1,8 @@
 #include "quantization/linear.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "quantization/int8_gemm.h"
 
 namespace moondream::quant {
@@ -18,6 +21,14 @@ struct Linear::Impl {
 namespace {
 
 uint64_t Bytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element_size() : 0; }
+
+// The VNNI kernel unless the CPU lacks it or MOONDREAM_QUANT_KERNEL=reference asks for the
+// portable path (A/B checks, and the tests of that path on VNNI machines).
+bool UseVnniKernel(const at::Tensor& q) {
+  const char* kernel = std::getenv("MOONDREAM_QUANT_KERNEL");
+  const bool reference = kernel != nullptr && std::strcmp(kernel, "reference") == 0;
+  return q.device().is_cpu() && internal::CpuHasVnni() && !reference;
+}
 
 // Weight-only dequantization, then matmul in x's dtype (fp16 on CUDA when x is fp32/fp16).
 at::Tensor FallbackForward(const Linear::Impl& l, const at::Tensor& x) {
@@ -57,7 +68,7 @@ Linear Linear::Int8(Int8Matrix weight, at::Tensor bias) {
   impl->int8 = true;
   impl->scale = weight.scale.to(at::kFloat).contiguous();
   impl->bias = bias.defined() ? bias.to(at::kFloat).contiguous() : bias;
-  if (weight.q.device().is_cpu() && internal::CpuHasVnni()) {
+  if (UseVnniKernel(weight.q)) {
     impl->packed = internal::PackWeight(weight.q);  // the plain copy is dropped with `weight`
   } else {
     impl->plain = Int8Matrix{weight.q.contiguous(), impl->scale};

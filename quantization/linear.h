@@ -39,7 +39,8 @@ at::Tensor Dequantize(const Int8Matrix& m, at::ScalarType dtype);
 // INT8 on an AVX-512 VNNI CPU: weights are reordered once into a blocked layout (the plain
 // copy is dropped); activations are quantized per token (row) to 8 bits at each call,
 // products accumulate in int32, y = acc * (a_scale * w_scale[row]) + bias.
-// Elsewhere (no VNNI, CUDA tensors): weight-only dequantization, then matmul.
+// Elsewhere (no VNNI, CUDA tensors, or env MOONDREAM_QUANT_KERNEL=reference when the layer
+// is built): weight-only dequantization, then matmul (fp16 on CUDA).
 class Linear {
  public:
   Linear() = default;

@@ -11,6 +11,15 @@ namespace moondream::server {
 namespace {
 
 constexpr std::string_view kUnknownModel = "unknown";
+// gRPC's deadline alarm and the engine's clock may disagree by this much.
+constexpr auto kDeadlineSlack = std::chrono::milliseconds(20);
+
+// gRPC also cancels a call when its deadline passes; that case is left to the engine's
+// own deadline check, so it is reported as DEADLINE_EXCEEDED rather than CANCELLED.
+void OnClientCancel(CancelFlag* cancel, Clock::time_point deadline) {
+  if (deadline != Clock::time_point::max() && Clock::now() + kDeadlineSlack >= deadline) return;
+  cancel->store(true);
+}
 
 double MillisecondsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -47,10 +56,15 @@ void CallRecord::Report(const grpc::Status& status, const Result* result) const 
     }
   }
   metrics_->ObserveRequest(outcome);
-  if (result == nullptr) {
+  if (!status.ok()) {
     Log(LogLevel::kInfo, "request",
         {{"method", method_}, {"model", model}, {"code", code}, {"total_ms", total_ms},
          {"message", status.error_message()}});
+    return;
+  }
+  if (result == nullptr) {  // ListModels, GetModel
+    Log(LogLevel::kInfo, "request",
+        {{"method", method_}, {"model", model}, {"code", code}, {"total_ms", total_ms}});
     return;
   }
   const Timings& t = result->timings;
@@ -63,8 +77,9 @@ void CallRecord::Report(const grpc::Status& status, const Result* result) const 
        {"generated_tokens", result->usage.generated_tokens}});
 }
 
-UnaryCall::UnaryCall(CallRecord record, std::shared_ptr<CancelFlag> cancel)
-    : record_(std::move(record)), cancel_(std::move(cancel)) {}
+UnaryCall::UnaryCall(CallRecord record, std::shared_ptr<CancelFlag> cancel,
+                     Clock::time_point deadline)
+    : record_(std::move(record)), cancel_(std::move(cancel)), deadline_(deadline) {}
 
 void UnaryCall::Complete(const absl::Status& status, const Result* result) {
   const grpc::Status grpc_status = ToGrpcStatus(status);
@@ -72,11 +87,12 @@ void UnaryCall::Complete(const absl::Status& status, const Result* result) {
   Finish(grpc_status);
 }
 
-void UnaryCall::OnCancel() { cancel_->store(true); }
+void UnaryCall::OnCancel() { OnClientCancel(cancel_.get(), deadline_); }
 void UnaryCall::OnDone() { delete this; }
 
-StreamCall::StreamCall(CallRecord record, std::shared_ptr<CancelFlag> cancel)
-    : record_(std::move(record)), cancel_(std::move(cancel)) {}
+StreamCall::StreamCall(CallRecord record, std::shared_ptr<CancelFlag> cancel,
+                       Clock::time_point deadline)
+    : record_(std::move(record)), cancel_(std::move(cancel)), deadline_(deadline) {}
 
 void StreamCall::Write(std::string_view text) {
   if (text.empty()) return;
@@ -139,7 +155,7 @@ void StreamCall::OnWriteDone(bool ok) {
   Pump();
 }
 
-void StreamCall::OnCancel() { cancel_->store(true); }
+void StreamCall::OnCancel() { OnClientCancel(cancel_.get(), deadline_); }
 void StreamCall::OnDone() { delete this; }
 
 }  // namespace moondream::server

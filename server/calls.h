@@ -49,7 +49,7 @@ class CallRecord {
 // A unary call finished by whichever thread completes it; deletes itself in OnDone.
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(CallRecord record, std::shared_ptr<CancelFlag> cancel);
+  UnaryCall(CallRecord record, std::shared_ptr<CancelFlag> cancel, Clock::time_point deadline);
   // Reports and finishes the call; `this` may be gone when it returns.
   void Complete(const absl::Status& status, const Result* result);
   void OnCancel() override;
@@ -58,13 +58,14 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
  private:
   CallRecord record_;
   std::shared_ptr<CancelFlag> cancel_;
+  Clock::time_point deadline_;
 };
 
 // A server-streaming call: text pieces are queued (and coalesced) behind the one
 // write in flight; the final chunk and the status follow the last piece.
 class StreamCall final : public grpc::ServerWriteReactor<v1::TextChunk> {
  public:
-  StreamCall(CallRecord record, std::shared_ptr<CancelFlag> cancel);
+  StreamCall(CallRecord record, std::shared_ptr<CancelFlag> cancel, Clock::time_point deadline);
   void Write(std::string_view text);
   // Reports the call; on success queues the final chunk. Finishes once writes drain.
   void Complete(const absl::Status& status, const Result* result);
@@ -78,6 +79,7 @@ class StreamCall final : public grpc::ServerWriteReactor<v1::TextChunk> {
 
   CallRecord record_;
   std::shared_ptr<CancelFlag> cancel_;
+  Clock::time_point deadline_;
   std::mutex mu_;
   std::deque<v1::TextChunk> pending_;  // guarded by mu_
   v1::TextChunk in_flight_;            // owned by the write in progress

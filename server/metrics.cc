@@ -2,12 +2,10 @@
 
 #include <unistd.h>
 
-#include <exception>
 #include <fstream>
 #include <utility>
 
-#include <prometheus/collectable.h>
-#include <prometheus/exposer.h>
+#include <prometheus/text_serializer.h>
 
 #include "absl/status/status.h"
 
@@ -42,19 +40,6 @@ double ResidentBytes() {
 }
 
 }  // namespace
-
-// The Collectable the Exposer scrapes: refreshes engine gauges, then collects.
-class Metrics::ScrapeHook : public prometheus::Collectable {
- public:
-  explicit ScrapeHook(const Metrics* metrics) : metrics_(metrics) {}
-  std::vector<prometheus::MetricFamily> Collect() const override {
-    metrics_->RefreshEngineGauges();
-    return metrics_->registry_->Collect();
-  }
-
- private:
-  const Metrics* metrics_;
-};
 
 Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
@@ -147,17 +132,18 @@ Metrics::~Metrics() = default;
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& listen) {
   std::unique_ptr<Metrics> metrics(new Metrics());
-  metrics->hook_ = std::make_shared<ScrapeHook>(metrics.get());
   if (listen.empty()) return metrics;
-  try {
-    metrics->exposer_ = std::make_unique<prometheus::Exposer>(listen);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError("metrics: cannot listen on " + listen + ": " + e.what());
-  }
-  metrics->exposer_->RegisterCollectable(metrics->hook_);
-  const std::vector<int> ports = metrics->exposer_->GetListeningPorts();
-  metrics->port_ = ports.empty() ? 0 : ports.front();
+  const Metrics* raw = metrics.get();
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+      MetricsHttpServer::Start(listen, [raw] { return raw->Render(); });
+  if (!http.ok()) return http.status();
+  metrics->http_ = *std::move(http);
   return metrics;
+}
+
+std::string Metrics::Render() const {
+  RefreshEngineGauges();
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 
 void Metrics::AttachEngine(const Engine* engine) {

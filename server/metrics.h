@@ -1,4 +1,4 @@
-// Prometheus metrics on their own HTTP port (prometheus-cpp core + pull).
+// Prometheus metrics on their own HTTP port (prometheus-cpp core; see metrics_http.h).
 //
 // Request metrics are observed by the service as calls finish; engine gauges (queue
 // depth, in-flight, caches, resident memory) are refreshed from Engine::Stats() at
@@ -18,10 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
-
-namespace prometheus {
-class Exposer;
-}
+#include "server/metrics_http.h"
 
 namespace moondream::server {
 
@@ -42,23 +39,21 @@ class Metrics {
   static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& listen);
   ~Metrics();
 
-  int port() const { return port_; }  // 0 when disabled
+  int port() const { return http_ ? http_->port() : 0; }  // 0 when disabled
+  // The Prometheus text exposition of every series (what /metrics serves).
+  std::string Render() const;
   // Publishes per-model gauges and refreshes engine gauges from `engine` at each scrape.
   // `engine` must outlive this object (or be detached with nullptr first).
   void AttachEngine(const Engine* engine);
   void ObserveRequest(const RequestOutcome& outcome);
 
  private:
-  class ScrapeHook;
   Metrics();
   void RefreshEngineGauges() const;
   void PublishModel(const ModelInfo& info);
   void ObserveStages(const RequestOutcome& outcome, const Timings& timings);
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::shared_ptr<ScrapeHook> hook_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  int port_ = 0;
   std::atomic<const Engine*> engine_{nullptr};
 
   prometheus::Family<prometheus::Counter>& requests_;
@@ -80,6 +75,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& quantization_sqnr_;
   prometheus::Family<prometheus::Gauge>& quantization_max_abs_error_;
   prometheus::Family<prometheus::Gauge>& quantization_clipped_;
+  std::unique_ptr<MetricsHttpServer> http_;  // last: stops before the families go
 };
 
 }  // namespace moondream::server

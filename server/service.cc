@@ -50,13 +50,13 @@ template <typename Response>
 grpc::ServerUnaryReactor* MoondreamService::RunUnary(grpc::CallbackServerContext* ctx,
                                                      const char* method, Request request,
                                                      Response* response) {
-  auto* call = new UnaryCall(Record(method, request.model), request.cancel);
+  request.deadline = EngineDeadline(*ctx);
+  auto* call = new UnaryCall(Record(method, request.model), request.cancel, request.deadline);
   const Backend* backend = backend_.load();
   if (backend == nullptr) {
     call->Complete(LoadingStatus(), nullptr);
     return call;
   }
-  request.deadline = EngineDeadline(*ctx);
   Callbacks callbacks;
   callbacks.on_done = [call, response](absl::StatusOr<Result> result) {
     if (result.ok()) FillResponse(*result, response);
@@ -69,13 +69,13 @@ grpc::ServerUnaryReactor* MoondreamService::RunUnary(grpc::CallbackServerContext
 
 grpc::ServerWriteReactor<v1::TextChunk>* MoondreamService::RunStream(
     grpc::CallbackServerContext* ctx, const char* method, Request request) {
-  auto* call = new StreamCall(Record(method, request.model), request.cancel);
+  request.deadline = EngineDeadline(*ctx);
+  auto* call = new StreamCall(Record(method, request.model), request.cancel, request.deadline);
   const Backend* backend = backend_.load();
   if (backend == nullptr) {
     call->Complete(LoadingStatus(), nullptr);
     return call;
   }
-  request.deadline = EngineDeadline(*ctx);
   Callbacks callbacks;
   callbacks.on_text = [call](std::string_view text) { call->Write(text); };
   callbacks.on_done = [call](absl::StatusOr<Result> result) {
@@ -129,7 +129,8 @@ grpc::ServerUnaryReactor* MoondreamService::EncodeImage(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MoondreamService::ListModels(grpc::CallbackServerContext* ctx,
                                                        const v1::ListModelsRequest* request,
                                                        v1::ListModelsResponse* response) {
-  auto* call = new UnaryCall(Record("ListModels", ""), std::make_shared<CancelFlag>(false));
+  auto* call = new UnaryCall(Record("ListModels", ""), std::make_shared<CancelFlag>(false),
+                             Clock::time_point::max());
   const Backend* backend = backend_.load();
   if (backend == nullptr) {
     call->Complete(LoadingStatus(), nullptr);
@@ -145,7 +146,8 @@ grpc::ServerUnaryReactor* MoondreamService::ListModels(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* MoondreamService::GetModel(grpc::CallbackServerContext* ctx,
                                                      const v1::GetModelRequest* request,
                                                      v1::ModelInfo* response) {
-  auto* call = new UnaryCall(Record("GetModel", request->name()), std::make_shared<CancelFlag>(false));
+  auto* call = new UnaryCall(Record("GetModel", request->name()),
+                             std::make_shared<CancelFlag>(false), Clock::time_point::max());
   const Backend* backend = backend_.load();
   if (backend == nullptr) {
     call->Complete(LoadingStatus(), nullptr);

@@ -35,25 +35,29 @@ constexpr Shape kShapes[] = {
     {"text qkv", 2048, 6144},    {"text proj", 2048, 2048},   {"text fc1", 2048, 8192},
     {"text fc2", 8192, 2048},    {"lm_head", 2048, 51200},
 };
-constexpr uint64_t kColdBytes = 192ull << 20;  // > 6x the 32 MiB L3
+constexpr uint64_t kColdBytes = 256ull << 20;  // 8x the 32 MiB L3  // > 6x the 32 MiB L3
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// Median seconds per call of fn(i), i counting calls; at least 3 calls, about budget_s.
+struct Timing {
+  double med = 0, min = 0;  // seconds per call
+};
+
+// Median and minimum seconds per call of fn(i) over `reps` calls after one warm-up; i counts
+// calls. On a shared machine the minimum is the least-disturbed call.
 template <typename Fn>
-double TimeIt(Fn fn, double budget_s) {
-  fn(0);  // warm-up
+Timing TimeIt(Fn fn, int reps) {
+  fn(0);
   std::vector<double> t;
-  const auto start = Clock::now();
-  for (int i = 1; t.size() < 3 || (Seconds(start, Clock::now()) < budget_s && t.size() < 200); ++i) {
+  for (int i = 1; i <= reps; ++i) {
     const auto a = Clock::now();
     fn(i);
     t.push_back(Seconds(a, Clock::now()));
   }
-  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
-  return t[t.size() / 2];
+  std::sort(t.begin(), t.end());
+  return {t[t.size() / 2], t[0]};
 }
 
 __attribute__((target("avx512f"))) float SumChunk(const float* p, int64_t n) {
@@ -71,27 +75,46 @@ __attribute__((target("avx512f"))) float SumChunk(const float* p, int64_t n) {
   return total;
 }
 
-// Read bandwidth (GB/s): best of 5 parallel sums over a 1 GiB buffer.
+// Read bandwidth (GB/s) measured the way decode runs: one parallel sum per 8 MiB slice of
+// a 1 GiB buffer (cold: each slice is read once per pass), median over the slices, like
+// the per-call medians below (a long single measurement on a shared machine mostly times
+// the scheduler).
 double ReadBandwidth() {
   const at::Tensor buf = at::ones({(1ll << 30) / 4});
   const float* p = buf.data_ptr<float>();
-  const int64_t chunk = 1 << 20;
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    std::vector<float> partial(at::get_num_threads() * 64, 0.f);
-    const auto a = Clock::now();
-    at::parallel_for(0, buf.numel() / chunk, 1, [&](int64_t b, int64_t e) {
-      float s = 0;
-      for (int64_t c = b; c < e; ++c) s += SumChunk(p + c * chunk, chunk);
-      partial[at::get_thread_num() * 64] += s;
-    });
-    const double sec = Seconds(a, Clock::now());
-    float total = 0;
-    for (float v : partial) total += v;
-    if (total != static_cast<float>(buf.numel()) && total < 1e6f) std::abort();
-    best = std::max(best, buf.nbytes() / sec / 1e9);
+  const int64_t slice = (8 << 20) / 4, sub = slice / 64;
+  std::vector<float> partial(at::get_num_threads() * 64, 0.f);
+  const Timing sec = TimeIt(
+      [&](int i) {
+        const float* s = p + (i % (buf.numel() / slice)) * slice;
+        at::parallel_for(0, 64, 1, [&](int64_t b, int64_t e) {
+          for (int64_t c = b; c < e; ++c) partial[at::get_thread_num() * 64] += SumChunk(s + c * sub, sub);
+        });
+      },
+      128);
+  float total = 0;
+  for (float v : partial) total += v;
+  if (!(total > 0)) std::abort();  // keeps the sums alive
+  return slice * 4 / sec.med / 1e9;
+}
+
+void PrintLoad() {  // the machine is shared: record how busy it was
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    char line[128] = {0};
+    if (std::fgets(line, sizeof line, f)) std::printf("loadavg: %s", line);
+    std::fclose(f);
   }
-  return best;
+}
+
+std::string Ms(const Timing& t) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%8.3f / %8.3f", t.med * 1e3, t.min * 1e3);
+  return buf;
+}
+std::string Ratio(const Timing& base, const Timing& t) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%5.2f× / %5.2f×", base.med / t.med, base.min / t.min);
+  return buf;
 }
 
 // Enough independent copies of a layer that cycling through them misses the L3.
@@ -102,8 +125,8 @@ std::vector<mq::Linear> Copies(const mq::Linear& one, const std::function<mq::Li
   return v;
 }
 
-double TimeLayers(const std::vector<mq::Linear>& layers, const at::Tensor& x, double budget) {
-  return TimeIt([&](int i) { layers[i % layers.size()].Forward(x); }, budget);
+Timing TimeLayers(const std::vector<mq::Linear>& layers, const at::Tensor& x, int reps) {
+  return TimeIt([&](int i) { layers[i % layers.size()].Forward(x); }, reps);
 }
 
 void RunShape(const Shape& s, int64_t m, double bw) {
@@ -113,32 +136,33 @@ void RunShape(const Shape& s, int64_t m, double bw) {
   auto q = mq::QuantizePerChannel(w, s.name, nullptr);
   if (!q.ok()) std::abort();
   const bool cold = m == 1;
-  const double budget = cold ? 0.6 : 1.0;
+  const int reps = cold ? 60 : 7;
   const at::Tensor x = at::randn({m, s.in});
   const at::Tensor xb = x.to(at::kBFloat16);
-  double t32, t16, t8;
+  Timing t32, t16, t8;
   uint64_t int8_bytes;
   {
     auto make = [&] { return mq::Linear::Dense(w.clone(), b.clone()); };
-    t32 = TimeLayers(Copies(make(), make, cold), x, budget);
+    t32 = TimeLayers(Copies(make(), make, cold), x, reps);
   }
   {
     auto make = [&] { return mq::Linear::Dense(w.to(at::kBFloat16), b.to(at::kBFloat16)); };
-    t16 = TimeLayers(Copies(make(), make, cold), xb, budget);
+    t16 = TimeLayers(Copies(make(), make, cold), xb, reps);
   }
   {
     auto make = [&] { return mq::Linear::Int8(*q, b); };
     const mq::Linear one = make();
     int8_bytes = one.bytes();
-    t8 = TimeLayers(Copies(one, make, cold), x, budget);
+    t8 = TimeLayers(Copies(one, make, cold), x, reps);
   }
-  std::printf("| %-14s | %5ld→%-5ld | %4ld | %8.3f | %8.3f | %8.3f | %5.2f× | %5.2f× |", s.name, s.in,
-              s.out, m, t32 * 1e3, t16 * 1e3, t8 * 1e3, t32 / t8, t16 / t8);
+  std::printf("| %-14s | %5ld→%-5ld | %4ld | %s | %s | %s | %s | %s |", s.name, s.in, s.out, m,
+              Ms(t32).c_str(), Ms(t16).c_str(), Ms(t8).c_str(), Ratio(t32, t8).c_str(),
+              Ratio(t16, t8).c_str());
   if (cold) {
-    const double gbs = int8_bytes / t8 / 1e9;
-    std::printf(" %6.1f | %4.0f%% |", gbs, 100 * gbs / bw);
+    const double gbs = int8_bytes / t8.med / 1e9;
+    std::printf(" %5.1f GB/s | %3.0f%% |", gbs, 100 * gbs / bw);
   } else {
-    std::printf(" %6.0f |   -   |", 2.0 * m * s.in * s.out / t8 / 1e9);
+    std::printf(" %5.0f GOPS |   -  |", 2.0 * m * s.in * s.out / t8.med / 1e9);
   }
   std::printf("\n");
   std::fflush(stdout);
@@ -155,10 +179,14 @@ int main(int argc, char** argv) {
   std::printf("threads=%d OPENBLAS_CORETYPE=%s INT8 kernel=%s\n", at::get_num_threads(),
               core ? core : "(unset)", mqi::CpuHasVnni() ? "avx512-vnni" : "fallback (dequantize + matmul)");
   const double bw = ReadBandwidth();
-  std::printf("read bandwidth (1 GiB sum, %d threads): %.1f GB/s\n\n", at::get_num_threads(), bw);
-  std::printf("| layer | in→out | M | fp32 ms | bf16 ms | int8 ms | int8 vs fp32 | int8 vs bf16 |"
-              " int8 GOPS or GB/s | %% roofline |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("read bandwidth (8 MiB slices of a 1 GiB buffer, %d threads): %.1f GB/s\n", at::get_num_threads(), bw);
+  PrintLoad();
+  std::printf("\n");
+  std::printf("ms and ratios: median / min per call; GOPS, GB/s and roofline from the median.\n\n"
+              "| layer | in→out | M | fp32 ms | bf16 ms | int8 ms | int8 vs fp32 | int8 vs bf16 |"
+              " int8 | of roofline |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (int64_t m : ms)
     for (const Shape& s : kShapes) RunShape(s, m, bw);
+  PrintLoad();
   return 0;
 }

@@ -14,6 +14,7 @@ namespace {
 // libvips resize of `image` to (about) width×height with independent axis scales, as the
 // reference's pyvips `resize(tw / W, vscale=th / H)`. Returns the H×W×3 result; libvips'
 // own output-size rounding decides its exact size (callers clip / zero-pad).
+// UNVERIFIED (spec §3.3): libvips' output-size rounding; exact for every size tested here.
 absl::StatusOr<RgbImage> Resize(const RgbImage& image, int width, int height) {
   if (!vips_util::EnsureInit()) return absl::InternalError("libvips failed to initialise");
   vips_util::ImagePtr in(vips_image_new_from_memory(image.pixels.data(), image.pixels.size(),

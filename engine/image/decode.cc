@@ -1,14 +1,27 @@
 // DecodeImage (spec §3.1): libvips loaders for JPEG/PNG/WebP/GIF, then Pillow's
 // convert("RGB") rules applied to the decoded bands.
+#include <array>
 #include <cstring>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/image/decode_internal.h"
 #include "engine/image/image.h"
 #include "engine/image/vips_util.h"
 
 namespace moondream {
+namespace image_internal {
+
+absl::Status CheckPixelLimit(int width, int height, uint64_t max_pixels) {
+  const uint64_t pixels = uint64_t(width) * uint64_t(height);
+  if (pixels <= max_pixels) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("image is ", width, "x", height, " = ", pixels,
+                                                 " pixels, over the limit of ", max_pixels,
+                                                 " (--max-image-pixels)"));
+}
+
+}  // namespace image_internal
 namespace {
 
 enum class Format { kUnknown, kJpeg, kPng, kWebp, kGif };
@@ -81,8 +94,10 @@ uint8_t CmykChannel(int c, int k) {
   return uint8_t(v < 0 ? 0 : v);
 }
 
-// Decoded bands (uchar or ushort) -> RGB following Pillow's convert("RGB").
-void ToRgb(const void* data, VipsImage* header, bool grey16_clip, RgbImage* out) {
+// Decoded bands (uchar or ushort) -> RGB following Pillow's convert("RGB"). gif: the
+// first frame's geometry and fill colour (null for other formats).
+void ToRgb(const void* data, VipsImage* header, bool grey16_clip,
+           const image_internal::GifFrameInfo* gif, RgbImage* out) {
   const int bands = vips_image_get_bands(header);
   const bool cmyk = vips_image_get_interpretation(header) == VIPS_INTERPRETATION_CMYK;
   const bool u16 = vips_image_get_format(header) == VIPS_FORMAT_USHORT;
@@ -95,7 +110,10 @@ void ToRgb(const void* data, VipsImage* header, bool grey16_clip, RgbImage* out)
   };
   for (size_t i = 0; i < n; ++i) {
     uint8_t* px = &out->pixels[3 * i];
-    if (cmyk && bands == 4) {
+    if (gif != nullptr && ((bands == 4 && sample(i, 3) == 0) ||
+                           !gif->Inside(int(i % out->width), int(i / out->width)))) {
+      for (int c = 0; c < 3; ++c) px[c] = gif->fill[c];
+    } else if (cmyk && bands == 4) {
       for (int c = 0; c < 3; ++c) px[c] = CmykChannel(sample(i, c), sample(i, 3));
     } else if (bands < 3) {  // grey or grey+alpha: replicate, alpha dropped
       px[0] = px[1] = px[2] = uint8_t(sample(i, 0));
@@ -123,11 +141,9 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels
   if (!image) return Corrupt(format);
   const int width = vips_image_get_width(image.get());
   const int height = vips_image_get_height(image.get());
-  const uint64_t pixels = uint64_t(width) * uint64_t(height);
-  if (pixels > max_pixels) {
-    return absl::InvalidArgumentError(absl::StrCat("image is ", width, "x", height, " = ", pixels,
-                                                   " pixels, over the limit of ", max_pixels,
-                                                   " (--max-image-pixels)"));
+  if (absl::Status limit = image_internal::CheckPixelLimit(width, height, max_pixels);
+      !limit.ok()) {
+    return limit;
   }
   const VipsBandFormat band_format = vips_image_get_format(image.get());
   if (band_format != VIPS_FORMAT_UCHAR && band_format != VIPS_FORMAT_USHORT) {
@@ -140,7 +156,9 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels
   RgbImage out;
   out.width = width;
   out.height = height;
-  ToRgb(data, image.get(), format == Format::kPng && IsPngGrey16(bytes), &out);
+  const image_internal::GifFrameInfo gif = image_internal::FirstGifFrame(bytes);
+  ToRgb(data, image.get(), format == Format::kPng && IsPngGrey16(bytes),
+        format == Format::kGif ? &gif : nullptr, &out);
   g_free(data);
   return out;
 }

@@ -12,7 +12,7 @@ Sampler::Sampler(const GenerationSettings& settings)
     : temperature_(settings.temperature), top_p_(settings.top_p), rng_(settings.seed) {}
 
 at::Tensor Sampler::Distribution(const at::Tensor& logits) const {
-  const at::Tensor probs = at::softmax(logits.to(at::kDouble) / temperature_, -1);  // [V]
+  const at::Tensor probs = at::softmax(logits.to(at::kCPU, at::kDouble) / temperature_, -1);  // [V]
   const auto sorted = probs.sort(/*dim=*/-1, /*descending=*/true);
   const at::Tensor& values = std::get<0>(sorted);
   const at::Tensor& order = std::get<1>(sorted);

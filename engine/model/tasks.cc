@@ -33,6 +33,24 @@ int64_t StepBudget(const Request& request, int max_tokens, int max_objects) {
   }
 }
 
+// Adds `bytes` to a live counter for its own lifetime.
+class LiveBytes {
+ public:
+  LiveBytes(std::atomic<uint64_t>* counter, uint64_t bytes)
+      : counter_(counter), bytes_(counter != nullptr ? bytes : 0) {
+    if (counter_ != nullptr) *counter_ += bytes_;
+  }
+  ~LiveBytes() {
+    if (counter_ != nullptr) *counter_ -= bytes_;
+  }
+  LiveBytes(const LiveBytes&) = delete;
+  LiveBytes& operator=(const LiveBytes&) = delete;
+
+ private:
+  std::atomic<uint64_t>* counter_;
+  uint64_t bytes_;
+};
+
 }  // namespace
 
 absl::StatusOr<KvCache> PrefillImage(const Language& lm, const at::Tensor& image_embeds,
@@ -71,7 +89,8 @@ absl::StatusOr<std::vector<int32_t>> BuildPrompt(const Language& lm, const Reque
 
 absl::StatusOr<Result> RunTask(const Language& lm, const Request& request,
                                const KvCache& prefix, const RunContext& ctx,
-                               GenerationTaps* taps, uint64_t* state_bytes) {
+                               GenerationTaps* taps,
+                               std::atomic<uint64_t>* live_state_bytes) {
   MD_ASSIGN_OR_RETURN(const std::vector<int32_t> prompt, BuildPrompt(lm, request));
   const int max_tokens =
       request.settings.max_tokens > 0 ? request.settings.max_tokens : kDefaultMaxTokens;
@@ -86,7 +105,7 @@ absl::StatusOr<Result> RunTask(const Language& lm, const Request& request,
   const int64_t needed = start + static_cast<int64_t>(prompt.size()) +
                          StepBudget(request, max_tokens, max_objects);
   DecodeState state{KvCache::CopyOf(prefix, std::min(max_context, needed)), start};
-  if (state_bytes != nullptr) *state_bytes = state.cache.bytes();
+  const LiveBytes live(live_state_bytes, state.cache.bytes());
 
   Result result;
   result.usage.image_tokens = static_cast<int>(start);

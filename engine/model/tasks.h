@@ -2,6 +2,7 @@
 // prefill, prompt construction and one request's run on a private copy of the prefix cache.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -31,9 +32,11 @@ absl::StatusOr<std::vector<int32_t>> BuildPrompt(const Language& lm, const Reque
 
 // Runs the request on a private copy of `prefix` (copy-on-use; `prefix` is never written).
 // Fills text/token_ids or boxes/points, usage, finish_reason and the prefill/decode/TTFT
-// timings. `state_bytes` (optional) receives the bytes of the request's KV cache.
+// timings. `live_state_bytes` (optional) holds the bytes of the request's KV cache while
+// it runs (added after allocation, subtracted on return).
 absl::StatusOr<Result> RunTask(const Language& lm, const Request& request,
                                const KvCache& prefix, const RunContext& ctx,
-                               GenerationTaps* taps, uint64_t* state_bytes = nullptr);
+                               GenerationTaps* taps,
+                               std::atomic<uint64_t>* live_state_bytes = nullptr);
 
 }  // namespace moondream

@@ -65,13 +65,13 @@ absl::StatusOr<TextDecoder> TextDecoder::Load(const WeightStore::Scope& scope,
   const at::Tensor exponents = at::arange(0, config.rot_dim(), 2, f32) / config.rot_dim();
   const at::Tensor freqs = 1.0 / at::pow(kTheta, exponents);               // [rot/2]
   const at::Tensor angles = at::outer(at::arange(config.max_context, f32), freqs);  // [ctx, rot/2]
-  text.cos_ = angles.cos();
-  text.sin_ = angles.sin();
+  text.cos_ = angles.cos().to(text.post_ln_.weight.device());
+  text.sin_ = angles.sin().to(text.post_ln_.weight.device());
   return text;
 }
 
 at::Tensor TextDecoder::Embed(const at::Tensor& ids) const {
-  return wte_.Lookup(ids, dtype_);
+  return wte_.Lookup(ids.to(cos_.device()), dtype_);
 }
 
 at::Tensor TextDecoder::Rotary(const at::Tensor& x, int64_t pos) const {
@@ -89,7 +89,7 @@ at::Tensor TextDecoder::Mask(int64_t pos, int64_t t) const {
   // Every row sees every column when there is one row (the last row is causal-complete)
   // or when all positions lie inside the bidirectional prefix.
   if (t == 1 || pos + t <= prefix) return at::Tensor();
-  const at::TensorOptions i64 = at::TensorOptions().dtype(at::kLong);
+  const at::TensorOptions i64 = at::TensorOptions().dtype(at::kLong).device(cos_.device());
   const at::Tensor rows = at::arange(pos, pos + t, i64).unsqueeze(1);  // [T, 1]
   const at::Tensor cols = at::arange(pos + t, i64).unsqueeze(0);       // [1, pos+T]
   return cols.le(rows).logical_or(rows.lt(prefix).logical_and(cols.lt(prefix)));

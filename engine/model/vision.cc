@@ -108,7 +108,8 @@ at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
   const at::Tensor out = post_ln_.Forward(x);           // [N, g², D]
   const at::Tensor stitched = Stitch(out.slice(0, 1).view({crops.count - 1, g, g, d}),
                                      crops.tiling);     // [R_h, R_w, D]
-  // Adaptive average pooling with fp32 accumulation (spec §4.3).
+  // Adaptive average pooling with fp32 accumulation (spec §4.3; UNVERIFIED there for the
+  // reference's CPU path, irrelevant in fp32 where it matches the goldens bit for bit).
   const at::Tensor pooled =
       at::adaptive_avg_pool2d(stitched.permute({2, 0, 1}).to(at::kFloat), {g, g});  // [D, g, g]
   const at::Tensor local = pooled.permute({1, 2, 0}).reshape({g * g, d}).to(dtype);

@@ -43,13 +43,13 @@ absl::Status ReadTokenizer(const Json& config, TokenizerConfig* tok, const std::
   auto it = config.find("tokenizer");
   if (it == config.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_object()) return ConfigError(source, "config.tokenizer is not an object");
-  for (const char* key : {"bos_id", "eos_id"}) {
+  for (const auto& [key, out] : {std::pair<const char*, int32_t*>{"bos_id", &tok->bos_id}, {"eos_id", &tok->eos_id}}) {
     auto f = it->find(key);
     if (f == it->end()) continue;
     if (!f->is_number_integer() || f->get<int64_t>() < 0) {
       return ConfigError(source, absl::StrCat("config.tokenizer.", key, " must be a non-negative integer"));
     }
-    (std::string(key) == "bos_id" ? tok->bos_id : tok->eos_id) = f->get<int32_t>();
+    *out = f->get<int32_t>();
   }
   auto templates = it->find("templates");
   if (templates == it->end() || templates->is_null()) return absl::OkStatus();
@@ -142,56 +142,76 @@ absl::StatusOr<MoondreamConfig> LoadConfig(const std::string& config_json_path) 
   return ParseConfig(text.str(), config_json_path);
 }
 
-std::vector<ExpectedTensor> ExpectedTensors(const MoondreamConfig& c) {
-  std::vector<ExpectedTensor> out;
-  auto add = [&out](std::string name, std::vector<int64_t> shape) {
-    out.push_back({"model." + std::move(name), std::move(shape)});
-  };
-  auto linear = [&add](const std::string& name, int64_t o, int64_t i) {
-    add(name + ".weight", {o, i});
-    add(name + ".bias", {o});
-  };
-  auto norm = [&add](const std::string& name, int64_t d) {
-    add(name + ".weight", {d});
-    add(name + ".bias", {d});
-  };
-  const VisionConfig& v = c.vision;
-  linear("vision.patch_emb", v.enc_dim, v.patch_dim());
-  add("vision.pos_emb", {1, v.n_patches(), v.enc_dim});
+namespace {
+
+// Appends tensors in spec §2.2 naming ("model." + path).
+class TensorList {
+ public:
+  void Add(const std::string& name, std::vector<int64_t> shape) { out_.push_back({"model." + name, std::move(shape)}); }
+  void Linear(const std::string& name, int64_t out, int64_t in) {
+    Add(name + ".weight", {out, in});
+    Add(name + ".bias", {out});
+  }
+  void Norm(const std::string& name, int64_t dim) {
+    Add(name + ".weight", {dim});
+    Add(name + ".bias", {dim});
+  }
+  std::vector<ExpectedTensor> Take() { return std::move(out_); }
+
+ private:
+  std::vector<ExpectedTensor> out_;
+};
+
+void AddVision(const VisionConfig& v, TensorList* l) {
+  l->Linear("vision.patch_emb", v.enc_dim, v.patch_dim());
+  l->Add("vision.pos_emb", {1, v.n_patches(), v.enc_dim});
   for (int n = 0; n < v.enc_n_layers; ++n) {
     const std::string b = absl::StrCat("vision.blocks.", n);
-    norm(b + ".ln1", v.enc_dim);
-    linear(b + ".attn.qkv", 3 * v.enc_dim, v.enc_dim);
-    linear(b + ".attn.proj", v.enc_dim, v.enc_dim);
-    norm(b + ".ln2", v.enc_dim);
-    linear(b + ".mlp.fc1", v.enc_ff_dim, v.enc_dim);
-    linear(b + ".mlp.fc2", v.enc_dim, v.enc_ff_dim);
+    l->Norm(b + ".ln1", v.enc_dim);
+    l->Linear(b + ".attn.qkv", 3 * v.enc_dim, v.enc_dim);
+    l->Linear(b + ".attn.proj", v.enc_dim, v.enc_dim);
+    l->Norm(b + ".ln2", v.enc_dim);
+    l->Linear(b + ".mlp.fc1", v.enc_ff_dim, v.enc_dim);
+    l->Linear(b + ".mlp.fc2", v.enc_dim, v.enc_ff_dim);
   }
-  norm("vision.post_ln", v.enc_dim);
-  linear("vision.proj_mlp.fc1", v.proj_inner_dim, 2 * v.enc_dim);
-  linear("vision.proj_mlp.fc2", v.proj_out_dim, v.proj_inner_dim);
-  const TextConfig& t = c.text;
-  add("text.wte", {t.vocab_size, t.dim});
+  l->Norm("vision.post_ln", v.enc_dim);
+  l->Linear("vision.proj_mlp.fc1", v.proj_inner_dim, 2 * v.enc_dim);
+  l->Linear("vision.proj_mlp.fc2", v.proj_out_dim, v.proj_inner_dim);
+}
+
+void AddText(const TextConfig& t, TensorList* l) {
+  l->Add("text.wte", {t.vocab_size, t.dim});
   for (int n = 0; n < t.n_layers; ++n) {
     const std::string b = absl::StrCat("text.blocks.", n);
-    norm(b + ".ln", t.dim);
-    linear(b + ".attn.qkv", 3 * t.dim, t.dim);
-    linear(b + ".attn.proj", t.dim, t.dim);
-    linear(b + ".mlp.fc1", t.ff_dim(), t.dim);
-    linear(b + ".mlp.fc2", t.dim, t.ff_dim());
+    l->Norm(b + ".ln", t.dim);
+    l->Linear(b + ".attn.qkv", 3 * t.dim, t.dim);
+    l->Linear(b + ".attn.proj", t.dim, t.dim);
+    l->Linear(b + ".mlp.fc1", t.ff_dim(), t.dim);
+    l->Linear(b + ".mlp.fc2", t.dim, t.ff_dim());
   }
-  norm("text.post_ln", t.dim);
-  linear("text.lm_head", t.vocab_size, t.dim);
-  const RegionConfig& r = c.region;
-  add("region.coord_features", {1, r.coord_feat_dim / 2});
-  linear("region.coord_encoder", r.dim, r.coord_feat_dim);
-  linear("region.coord_decoder.fc1", r.inner_dim, r.dim);
-  linear("region.coord_decoder.fc2", r.coord_out_dim, r.inner_dim);
-  add("region.size_features", {2, r.size_feat_dim / 2});
-  linear("region.size_encoder", r.dim, r.size_feat_dim);
-  linear("region.size_decoder.fc1", r.inner_dim, r.dim);
-  linear("region.size_decoder.fc2", r.size_out_dim, r.inner_dim);
-  return out;
+  l->Norm("text.post_ln", t.dim);
+  l->Linear("text.lm_head", t.vocab_size, t.dim);
+}
+
+void AddRegion(const RegionConfig& r, TensorList* l) {
+  l->Add("region.coord_features", {1, r.coord_feat_dim / 2});  // stored transposed (spec §2.1)
+  l->Linear("region.coord_encoder", r.dim, r.coord_feat_dim);
+  l->Linear("region.coord_decoder.fc1", r.inner_dim, r.dim);
+  l->Linear("region.coord_decoder.fc2", r.coord_out_dim, r.inner_dim);
+  l->Add("region.size_features", {2, r.size_feat_dim / 2});
+  l->Linear("region.size_encoder", r.dim, r.size_feat_dim);
+  l->Linear("region.size_decoder.fc1", r.inner_dim, r.dim);
+  l->Linear("region.size_decoder.fc2", r.size_out_dim, r.inner_dim);
+}
+
+}  // namespace
+
+std::vector<ExpectedTensor> ExpectedTensors(const MoondreamConfig& c) {
+  TensorList list;
+  AddVision(c.vision, &list);
+  AddText(c.text, &list);
+  AddRegion(c.region, &list);
+  return list.Take();
 }
 
 absl::Status CheckShapes(const MoondreamConfig& config, const SafetensorsFile& file) {

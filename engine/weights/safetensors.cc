@@ -50,6 +50,47 @@ bool CheckedNumel(const std::vector<int64_t>& shape, uint64_t* numel) {
   return true;
 }
 
+// One header entry -> TensorView over the data section [data, data + data_size).
+absl::StatusOr<TensorView> ParseEntry(const std::string& path, const std::string& name, const nlohmann::json& v,
+                                      const uint8_t* data, uint64_t data_size) {
+  auto bad = [&](const std::string& what) { return Invalid(path, absl::StrCat("tensor ", name, ": ", what)); };
+  if (!v.is_object()) return bad("entry is not an object");
+  auto dt = v.find("dtype");
+  auto sh = v.find("shape");
+  auto off = v.find("data_offsets");
+  if (dt == v.end() || !dt->is_string()) return bad("missing or non-string field dtype");
+  if (sh == v.end() || !sh->is_array()) return bad("missing or non-array field shape");
+  if (off == v.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+      !(*off)[1].is_number_unsigned()) {
+    return bad("field data_offsets must be [begin, end] of non-negative integers");
+  }
+  TensorView t;
+  t.name = name;
+  if (!ParseDType(dt->get<std::string>(), &t.dtype)) {
+    return bad(absl::StrCat("unsupported dtype ", dt->get<std::string>(), " (expected F16, BF16 or F32)"));
+  }
+  for (const auto& d : *sh) {
+    if (!d.is_number_unsigned()) return bad("shape entries must be non-negative integers");
+    t.shape.push_back(d.get<int64_t>());
+  }
+  const uint64_t begin = (*off)[0].get<uint64_t>(), end = (*off)[1].get<uint64_t>();
+  if (begin > end) return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] are reversed"));
+  if (end > data_size) {
+    return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] lie outside the data section (", data_size,
+                            " bytes)"));
+  }
+  uint64_t numel = 0;
+  if (!CheckedNumel(t.shape, &numel) || numel > std::numeric_limits<uint64_t>::max() / 4 ||
+      numel * DTypeSize(t.dtype) != end - begin) {
+    return bad(absl::StrCat("shape ", ShapeString(t.shape), " x ", DTypeName(t.dtype), " needs ",
+                            numel * DTypeSize(t.dtype), " bytes but data_offsets [", begin, ", ", end, "] hold ",
+                            end - begin));
+  }
+  t.data = data + begin;
+  t.nbytes = end - begin;
+  return t;
+}
+
 }  // namespace
 
 const char* DTypeName(DType dtype) {
@@ -120,54 +161,18 @@ absl::Status SafetensorsFile::ParseHeader(std::string_view header, uint64_t data
   nlohmann::json json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) return Invalid(path_, "header is not valid JSON");
   if (!json.is_object()) return Invalid(path_, "header JSON is not an object");
-  const uint64_t data_size = size_ - data_start;
   for (auto it = json.begin(); it != json.end(); ++it) {
-    const std::string& name = it.key();
-    const nlohmann::json& v = it.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) return Invalid(path_, "__metadata__ is not an object");
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) return Invalid(path_, absl::StrCat("__metadata__.", m.key(), " is not a string"));
-        metadata_[m.key()] = m.value().get<std::string>();
+    if (it.key() == "__metadata__") {
+      if (!it->is_object()) return Invalid(path_, "__metadata__ is not an object");
+      for (auto m = it->begin(); m != it->end(); ++m) {
+        if (!m->is_string()) return Invalid(path_, absl::StrCat("__metadata__.", m.key(), " is not a string"));
+        metadata_[m.key()] = m->get<std::string>();
       }
       continue;
     }
-    auto bad = [&](const std::string& what) { return Invalid(path_, absl::StrCat("tensor ", name, ": ", what)); };
-    if (!v.is_object()) return bad("entry is not an object");
-    auto dt = v.find("dtype");
-    auto sh = v.find("shape");
-    auto off = v.find("data_offsets");
-    if (dt == v.end() || !dt->is_string()) return bad("missing or non-string field dtype");
-    if (sh == v.end() || !sh->is_array()) return bad("missing or non-array field shape");
-    if (off == v.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
-        !(*off)[1].is_number_unsigned()) {
-      return bad("field data_offsets must be [begin, end] of non-negative integers");
-    }
-    TensorView t;
-    t.name = name;
-    if (!ParseDType(dt->get<std::string>(), &t.dtype)) {
-      return bad(absl::StrCat("unsupported dtype ", dt->get<std::string>(), " (expected F16, BF16 or F32)"));
-    }
-    for (const auto& d : *sh) {
-      if (!d.is_number_unsigned()) return bad("shape entries must be non-negative integers");
-      t.shape.push_back(d.get<int64_t>());
-    }
-    const uint64_t begin = (*off)[0].get<uint64_t>(), end = (*off)[1].get<uint64_t>();
-    if (begin > end) return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] are reversed"));
-    if (end > data_size) {
-      return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] lie outside the data section (",
-                              data_size, " bytes)"));
-    }
-    uint64_t numel = 0;
-    if (!CheckedNumel(t.shape, &numel) || numel > std::numeric_limits<uint64_t>::max() / 4 ||
-        numel * DTypeSize(t.dtype) != end - begin) {
-      return bad(absl::StrCat("shape ", ShapeString(t.shape), " x ", DTypeName(t.dtype), " needs ",
-                              numel * DTypeSize(t.dtype),
-                              " bytes but data_offsets [", begin, ", ", end, "] hold ", end - begin));
-    }
-    t.data = base_ + data_start + begin;
-    t.nbytes = end - begin;
-    tensors_.push_back(std::move(t));
+    auto t = ParseEntry(path_, it.key(), it.value(), base_ + data_start, size_ - data_start);
+    if (!t.ok()) return t.status();
+    tensors_.push_back(std::move(*t));
   }
   std::sort(tensors_.begin(), tensors_.end(),
             [](const TensorView& a, const TensorView& b) { return a.data < b.data; });
@@ -184,6 +189,13 @@ absl::Status SafetensorsFile::ParseHeader(std::string_view header, uint64_t data
 const TensorView* SafetensorsFile::Find(std::string_view name) const {
   auto it = index_.find(std::string(name));
   return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+void SafetensorsFile::Prefetch(const TensorView& t) const {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(t.data) + t.nbytes;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
 }
 
 void SafetensorsFile::Release(const TensorView& t) const {

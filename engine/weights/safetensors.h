@@ -55,6 +55,8 @@ class SafetensorsFile {
   // madvise(MADV_DONTNEED) on the whole pages inside the tensor's byte range, so RSS
   // drops once the tensor has been converted. The data stay readable (re-faulted from disk).
   void Release(const TensorView& t) const;
+  // madvise(MADV_WILLNEED): starts reading the tensor's pages in large requests.
+  void Prefetch(const TensorView& t) const;
 
  private:
   SafetensorsFile() = default;

@@ -1,6 +1,7 @@
 #include "engine/weights/weight_store.h"
 
 #include <fnmatch.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <cmath>
@@ -17,6 +18,7 @@ namespace moondream {
 namespace {
 
 constexpr int64_t kQuantBlockElements = 1 << 20;  // rows per quantization block ~ 1M elements
+constexpr size_t kTrimBytes = 1 << 20;            // malloc_trim after tensors at least this big
 
 at::ScalarType SourceDtype(DType dtype) {
   switch (dtype) {
@@ -146,11 +148,16 @@ absl::StatusOr<const TensorView*> WeightStore::Take(const std::string& name,
     return absl::FailedPreconditionError(absl::StrCat("weights: tensor ", name, " was already converted"));
   }
   state_->done[index] = true;
+  file_->Prefetch(*view);
   return view;
 }
 
 void WeightStore::Done(const TensorView& view) const {
   file_->Release(view);
+#ifdef __GLIBC__
+  // Hand conversion temporaries back to the OS (keeps RSS near the model size).
+  if (view.nbytes >= kTrimBytes) ::malloc_trim(0);
+#endif
   State& s = *state_;
   ++s.converted;
   const size_t n = total();
@@ -188,6 +195,8 @@ absl::StatusOr<quant::Int8Matrix> WeightStore::QuantizeRows(const TensorView& vi
     m.q.narrow(0, r0, n).copy_(part->q);
     m.scale.narrow(0, r0, n).copy_(part->scale);
     acc.Add(s, rows.to(at::kDouble).square().sum().item<double>(), n * in);
+    const size_t row_bytes = static_cast<size_t>(in) * DTypeSize(view.dtype);
+    file_->Release(TensorView{view.name, view.dtype, {n, in}, view.data + r0 * row_bytes, n * row_bytes});
   }
   *stats = acc.Result();
   if (device_.is_cuda()) m = {m.q.to(device_), m.scale.to(device_)};

@@ -3,8 +3,9 @@
 // Model code walks the tensor tree with Scopes:
 //   auto root = store->Root();                         // "model"
 //   auto blk = root.Sub("text").Sub("blocks").Sub("0"); // "model.text.blocks.0"
-//   MD_ASSIGN(auto qkv, blk.Sub("attn").Linear("qkv", 3 * dim, dim));
-//   MD_ASSIGN(auto wte, root.Sub("text").Embedding("wte", vocab, dim));
+//   absl::StatusOr<quant::Linear> qkv = blk.Sub("attn").Linear("qkv", 3 * dim, dim);
+//   absl::StatusOr<quant::Embedding> wte = root.Sub("text").Embedding("wte", vocab, dim);
+// Scopes are cheap values; the store must outlive them. Not thread-safe (load on one thread).
 // Every tensor is converted exactly once (a second request is an error) and its mmap pages
 // are released afterwards, so peak RSS stays near the final model size.
 #pragma once

@@ -26,7 +26,8 @@ class SchedulerTest : public ::testing::Test {
 
   // Waits until the engine reports `in_flight` running and `queued` waiting requests.
   void WaitForStats(Engine& engine, int in_flight, int queued) {
-    for (int i = 0; i < 500; ++i) {
+    const Clock::time_point give_up = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < give_up) {
       EngineStats stats = engine.Stats();
       if (stats.in_flight == in_flight && stats.queued == queued) return;
       std::this_thread::sleep_for(milliseconds(2));
@@ -70,14 +71,16 @@ TEST_F(SchedulerTest, DeadlineWhileQueued) {
 
 TEST_F(SchedulerTest, DeadlineWhileGenerating) {
   auto engine = MakeTestEngine(kTokenDelayMs);
-  Request request = Slow();
-  request.deadline = Clock::now() + milliseconds(5 * kTokenDelayMs / 2);
+  Request request = Slow();  // ~20 tokens: 800 ms
+  request.deadline = Clock::now() + milliseconds(300);
   auto pending = Submit(*engine, request);
   auto result = pending->Wait();
+  const Clock::time_point done = Clock::now();
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded) << result.status();
-  EXPECT_GE(pending->pieces().size(), 1u);
-  EXPECT_LE(pending->pieces().size(), 3u);
-  EXPECT_EQ(engine->Stats().in_flight, 0);
+  EXPECT_EQ(result.status().message().find("in the queue"), std::string::npos);
+  EXPECT_LT(pending->pieces().size(), 10u);
+  EXPECT_LT(done - request.deadline, milliseconds(300));  // stopped at the next token step
+  WaitForStats(*engine, 0, 0);                            // the worker let go of it
 }
 
 TEST_F(SchedulerTest, CancelStopsWithinOneToken) {
@@ -117,22 +120,25 @@ TEST_F(SchedulerTest, ConcurrencyRunsRequestsSideBySide) {
 }
 
 TEST_F(SchedulerTest, DrainFinishesAcceptedWorkAndRejectsNew) {
-  auto engine = MakeTestEngine(/*token_delay_ms=*/10);
-  auto running = Submit(*engine, Slow());
-  auto queued = Submit(*engine, Slow());
-  std::thread drain([&] { engine->Drain(std::chrono::seconds(30)); });
-  std::this_thread::sleep_for(milliseconds(50));  // the requests take ~400 ms
-  absl::Status rejected = Submit(*engine, Slow())->submit_status;
+  auto engine = MakeTestEngine(/*token_delay_ms=*/10, /*max_queue=*/64);
+  std::vector<std::shared_ptr<Pending>> accepted = {Submit(*engine, Slow()),
+                                                    Submit(*engine, Slow())};
+  std::thread drain([&] { engine->Drain(std::chrono::seconds(60)); });
+  absl::Status rejected;
+  while (rejected.ok()) {  // accepted until the drain begins, then rejected
+    auto pending = Submit(*engine, Slow());
+    rejected = pending->submit_status;
+    if (rejected.ok()) accepted.push_back(pending);
+    std::this_thread::sleep_for(milliseconds(5));
+  }
   EXPECT_EQ(rejected.code(), absl::StatusCode::kUnavailable) << rejected;
   drain.join();
-  ASSERT_TRUE(running->DoneWithin(0));  // Drain returned after both finished
-  ASSERT_TRUE(queued->DoneWithin(0));
-  auto a = running->Wait();
-  auto b = queued->Wait();
-  ASSERT_TRUE(a.ok()) << a.status();
-  ASSERT_TRUE(b.ok()) << b.status();
-  EXPECT_EQ(a->finish_reason, FinishReason::kStop);
-  EXPECT_EQ(a->text, b->text);
+  for (auto& pending : accepted) {
+    ASSERT_TRUE(pending->DoneWithin(0));  // Drain returned after every accepted request
+    auto result = pending->Wait();
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->finish_reason, FinishReason::kStop);
+  }
   engine->Drain(std::chrono::seconds(1));  // idempotent
 }
 
@@ -143,7 +149,7 @@ TEST_F(SchedulerTest, DrainCancelsWhatOutlastsTheGrace) {
   WaitForStats(*engine, 1, 1);
   const Clock::time_point start = Clock::now();
   engine->Drain(milliseconds(3 * kTokenDelayMs));
-  EXPECT_LT(Clock::now() - start, milliseconds(6 * kTokenDelayMs));
+  EXPECT_LT(Clock::now() - start, milliseconds(600));  // not the ~800 ms of the request
   for (auto* pending : {running.get(), queued.get()}) {
     ASSERT_TRUE(pending->DoneWithin(0));
     auto result = pending->Wait();

@@ -103,8 +103,8 @@ TEST_F(TestModelTest, MaxTokensLimitsGeneration) {
   ASSERT_TRUE(full.ok());
   EXPECT_EQ(full->finish_reason, FinishReason::kStop);
   EXPECT_EQ(full->text.rfind(limited->text, 0), 0u);  // a prefix of the full caption
-  EXPECT_TRUE(std::equal(limited->token_ids.begin(), limited->token_ids.end(),
-                         full->token_ids.begin()));
+  EXPECT_TRUE(
+      std::equal(limited->token_ids.begin(), limited->token_ids.end(), full->token_ids.begin()));
 }
 
 TEST_F(TestModelTest, DetectAndPointHonourMaxObjects) {

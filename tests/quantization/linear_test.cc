@@ -1,4 +1,5 @@
 // Linear (dense + INT8 kernel) and Embedding against independent references.
+#include <cstdlib>
 #include <tuple>
 
 #include <ATen/ATen.h>
@@ -57,7 +58,8 @@ TEST_P(Int8Shapes, ForwardMatchesReference) {
   EXPECT_LT(((y - fp).norm() / fp.norm()).item<double>(), 0.03);
 }
 
-// M = decode, prompt, vision crop; K not a multiple of 64 (or of 4); odd N; panel tails.
+// M = decode, prompt, vision crop, several activation blocks; K not a multiple of 64 (or
+// of 4); odd N; panel tails (N % 64 = 1..63).
 INSTANTIATE_TEST_SUITE_P(
     Shapes, Int8Shapes,
     ::testing::Values(std::make_tuple(1, 32, 3), std::make_tuple(3, 33, 17), std::make_tuple(17, 100, 51),
@@ -65,7 +67,30 @@ INSTANTIATE_TEST_SUITE_P(
                       std::make_tuple(730, 1152, 80), std::make_tuple(17, 2048, 2048),
                       std::make_tuple(1, 4304, 48), std::make_tuple(6, 130, 64),
                       std::make_tuple(7, 130, 65), std::make_tuple(13, 257, 127),
-                      std::make_tuple(1, 8192, 300), std::make_tuple(300, 2048, 33)));
+                      std::make_tuple(1, 8192, 300), std::make_tuple(300, 2048, 33),
+                      std::make_tuple(2100, 4304, 40)));  // > one 8 MiB activation block
+
+TEST(Int8Linear, PortablePathAgreesWithKernel) {
+  at::manual_seed(6);
+  const at::Tensor w = at::randn({70, 131});
+  const at::Tensor b = at::randn({70});
+  const Int8Matrix q = Quantize(w);
+  setenv("MOONDREAM_QUANT_KERNEL", "reference", 1);
+  const Linear portable = Linear::Int8(q, b);
+  unsetenv("MOONDREAM_QUANT_KERNEL");
+  const Linear fast = Linear::Int8(q, b);
+  // The portable path keeps the plain matrix, the kernel only its blocked copy (padded to 80
+  // columns and 132 k): sizes tell which path each layer took.
+  EXPECT_EQ(portable.bytes(), 70u * 131 + 70 * 4 * 2);
+  for (int64_t m : {1, 9}) {
+    const at::Tensor x = at::randn({m, 131});
+    const at::Tensor y = portable.Forward(x);
+    // Weight-only dequantization: exactly at::linear on the dequantized weights.
+    EXPECT_TRUE(at::allclose(y, at::linear(x, Dequantize(q, at::kFloat), b), 1e-5, 1e-5));
+    // Differs from the kernel only by the activation rounding (< 1% here).
+    EXPECT_LT(((y - fast.Forward(x)).norm() / y.norm()).item<double>(), 0.01);
+  }
+}
 
 TEST(Int8Linear, ThreadCountDoesNotChangeResult) {
   at::manual_seed(4);

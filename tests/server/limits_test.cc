@@ -117,6 +117,7 @@ TEST(LimitsTest, SigtermDrainsAcceptedRequests) {
   ASSERT_TRUE(WaitForMetric(server, "moondream_queue_depth", {}, 2, seconds(5)));
   server.Signal(SIGTERM);
   ASSERT_TRUE(server.WaitForLog("event=draining", seconds(5)));
+  std::this_thread::sleep_for(milliseconds(200));  // the line is logged just before Drain()
 
   grpc::ClientContext late_ctx;
   const grpc::Status late = CallCaption(stub.get(), slow, &late_ctx);
@@ -163,13 +164,13 @@ TEST_F(BadInputTest, EmptyImage) {
 
 TEST_F(BadInputTest, TruncatedJpeg) {
   const std::string jpeg = ReadFixture(kJpeg);
-  ExpectCaptionError(jpeg.substr(0, jpeg.size() / 2), grpc::StatusCode::INVALID_ARGUMENT, "image");
+  ExpectCaptionError(jpeg.substr(0, jpeg.size() / 2), grpc::StatusCode::INVALID_ARGUMENT, "JPEG");
 }
 
 TEST_F(BadInputTest, CorruptPng) {
   std::string png = ReadFixture(kPng);
   for (size_t i = 64; i < png.size(); i += 7) png[i] = static_cast<char>(png[i] ^ 0x5a);
-  ExpectCaptionError(png, grpc::StatusCode::INVALID_ARGUMENT, "image");
+  ExpectCaptionError(png, grpc::StatusCode::INVALID_ARGUMENT, "PNG");
 }
 
 TEST_F(BadInputTest, NonImageBytes) {

@@ -147,6 +147,24 @@ TEST(ReflectionTest, GrpcReflectToolListsDescribesAndCalls) {
   EXPECT_NE(out.find("Message: unknown model \"nope\""), std::string::npos) << out;
 }
 
+TEST(ConfigTest, EnvironmentSetsFlagsAndTheCommandLineWins) {
+  ServerProcess server({"--max-concurrency=2"},
+                       {"MOONDREAM_MAX_QUEUE=3", "MOONDREAM_DRAIN_GRACE=7s", "MOONDREAM_MAX_CONCURRENCY=4"});
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  const std::string logs = server.Logs();
+  const std::string config = logs.substr(logs.find("event=config"));
+  EXPECT_EQ(LogField(config, "max_queue"), "3") << config;
+  EXPECT_EQ(LogField(config, "drain_grace"), "7s") << config;
+  EXPECT_EQ(LogField(config, "max_concurrency"), "2") << config;
+}
+
+TEST(ConfigTest, ModelLoadFailureExitsWithAClearError) {
+  ServerProcess server({"--model=moondream2", "--model-dir=/nonexistent/moondream"});
+  EXPECT_FALSE(server.serving());
+  EXPECT_EQ(server.WaitExit(seconds(30)), 1) << server.Logs();
+  EXPECT_NE(server.Logs().find("event=model_load_failed"), std::string::npos) << server.Logs();
+}
+
 TEST(MetricsTest, ScrapeHasEverySeriesAndPassesPromtool) {
   ServerProcess server;
   ASSERT_TRUE(server.serving()) << server.Logs();

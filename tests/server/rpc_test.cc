@@ -54,13 +54,17 @@ class RpcTest : public ::testing::Test {
     v1::TextChunk chunk;
     while (reader->Read(&chunk)) {
       EXPECT_TRUE(IsValidUtf8(chunk.text())) << chunk.text();
-      if (!chunks.empty()) EXPECT_FALSE(chunks.back().final());
+      if (!chunks.empty()) {
+        EXPECT_FALSE(chunks.back().final());
+      }
       chunks.push_back(chunk);
     }
     const grpc::Status status = reader->Finish();
     EXPECT_TRUE(status.ok()) << status.error_message();
     EXPECT_FALSE(chunks.empty());
-    if (!chunks.empty()) EXPECT_TRUE(chunks.back().final());
+    if (!chunks.empty()) {
+      EXPECT_TRUE(chunks.back().final());
+    }
     return chunks;
   }
 

@@ -8,13 +8,15 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 namespace moondream::testing {
 
-ServerProcess::ServerProcess(const std::vector<std::string>& extra_args) {
+ServerProcess::ServerProcess(const std::vector<std::string>& extra_args,
+                             const std::vector<std::string>& env) {
   std::vector<std::string> args = {MOONDREAM_SERVER_BINARY, "--model=test",
                                    "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
@@ -25,6 +27,7 @@ ServerProcess::ServerProcess(const std::vector<std::string>& extra_args) {
     dup2(pipe_fds[1], STDERR_FILENO);
     close(pipe_fds[0]);
     close(pipe_fds[1]);
+    for (const std::string& e : env) putenv(strdup(e.c_str()));
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -21,8 +21,10 @@ namespace moondream::testing {
 class ServerProcess {
  public:
   // Starts `moondream-server --model test --listen 127.0.0.1:0 --metrics-listen
-  // 127.0.0.1:0 <extra_args>` and waits (up to 60 s) until it serves.
-  explicit ServerProcess(const std::vector<std::string>& extra_args = {});
+  // 127.0.0.1:0 <extra_args>` with `env` ("NAME=value") added to its environment and
+  // waits (up to 60 s) until it serves or exits.
+  explicit ServerProcess(const std::vector<std::string>& extra_args = {},
+                         const std::vector<std::string>& env = {});
   ~ServerProcess();
 
   bool serving() const { return serving_; }

@@ -10,10 +10,13 @@
 // bf16 tolerance: weights are fp16 values rounded to bf16 (8-bit mantissa, relative
 // rounding 2^-9 = 2e-3) and every activation is rounded likewise. The README's fp16 run
 // (11-bit mantissa) reached 4e-3 (a) and 1.9e-2 (b) relative to absmax; bf16 rounding is 8×
-// coarser, so a correct bf16 pipeline is expected near 8× those figures. We bound the
+// coarser, so a correct bf16 pipeline is expected near 8× those figures (0.03 / 0.15);
+// measured over all 18 images: rel max <= 0.029 (a), <= 0.14 (b). We bound the
 // relative Frobenius error ||E − G|| / ||G|| (steadier than the max) at 0.1 and the max abs
 // error at 0.25·absmax(G); a wrong op (e.g. a missing LayerNorm, swapped Q/K/V, wrong patch
 // order) gives errors of order 1 in both.
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -62,7 +65,8 @@ const LoadedVision& Vision(const std::string& ckpt_dir, Precision precision) {
 
 std::string ImagePath(const GoldenSet& set, const std::string& image) {
   const std::string dir = FixturesDir() + (set.name == "real" ? "/real/images" : "/images");
-  for (const auto& entry : ReadJson(dir + "/images.json")["images"]) {
+  const nlohmann::json index = ReadJson(dir + "/images.json");
+  for (const auto& entry : index["images"]) {
     if (entry["name"] == image) return dir + "/" + entry["file"].get<std::string>();
   }
   throw std::runtime_error("no image " + image);
@@ -104,42 +108,50 @@ TEST(VisionEncoder, DetailTapsMatchGoldensFp32) {
   }
 }
 
-// Every image of every golden set (14 synthetic + 4 real), fp32: image_embeds.
+// Every other image of every golden set (12 synthetic + 4 real; the two detail images are
+// covered above), fp32: image_embeds.
 TEST(VisionEncoder, AllImageEmbedsMatchGoldensFp32) {
   int checked = 0;
   for (const GoldenSet& set : AllGoldenSets()) {
     const LoadedVision& v = Vision(set.ckpt_dir, Precision::kFP32);
-    for (const auto& item : ReadJson(set.golden_dir + "/golden.json")["images"].items()) {
+    const nlohmann::json images = ReadJson(set.golden_dir + "/golden.json")["images"];
+    for (const auto& item : images.items()) {
       SCOPED_TRACE(set.name + "/" + item.key());
       const auto golden = ReadGoldenTensors(set.golden_dir + "/" + item.key() + ".safetensors");
+      if (set.name == "public-a" && golden.count("vision.encoder_out")) continue;
       const Crops crops = CropsOf(set, item.key(), v.vision->config());
       ExpectClose(v.vision->Encode(crops, at::kFloat), golden.at("image_embeds"),
                   set.name + "/" + item.key());
       ++checked;
     }
   }
-  EXPECT_EQ(checked, 18);
+  EXPECT_EQ(checked, 16);
 }
 
+// bf16 on CPU is slow in LibTorch 1.13 (no BLAS kernel), so a subset: both checkpoints,
+// a 2×4 tiling (stitching + pooling), grey and palette inputs; public-b/img6 is the worst
+// case of all 18 images (measured rel frobenius 0.068, max/absmax 0.14; the others
+// <= 0.019 / 0.029).
 TEST(VisionEncoder, Bf16EmbedsWithinTolerance) {
-  for (const GoldenSet& set : AllGoldenSets()) {
+  const std::vector<std::pair<int, std::string>> cases = {
+      {0, "img1_640x480"}, {1, "img6_gray_200x150"}, {1, "img0_378x378"}, {2, "p3_palette"}};
+  for (const auto& [set_index, image] : cases) {
+    const GoldenSet set = AllGoldenSets()[set_index];
+    SCOPED_TRACE(set.name + "/" + image);
     const LoadedVision& v = Vision(set.ckpt_dir, Precision::kBF16);
     ASSERT_EQ(v.dtype, at::kBFloat16);
-    for (const auto& item : ReadJson(set.golden_dir + "/golden.json")["images"].items()) {
-      SCOPED_TRACE(set.name + "/" + item.key());
-      const at::Tensor golden =
-          ReadGoldenTensors(set.golden_dir + "/" + item.key() + ".safetensors").at("image_embeds");
-      const at::Tensor embeds = v.vision->Encode(CropsOf(set, item.key(), v.vision->config()),
-                                                 at::kBFloat16);
-      ASSERT_EQ(embeds.scalar_type(), at::kBFloat16);
-      const at::Tensor diff = embeds.to(at::kFloat) - golden;
-      const double rel_fro = (diff.norm() / golden.norm()).item<double>();
-      const double rel_max = MaxAbsDiff(embeds, golden) / golden.abs().max().item<double>();
-      std::printf("  bf16 %-28s rel frobenius %.3g, max abs / absmax %.3g\n",
-                  (set.name + "/" + item.key()).c_str(), rel_fro, rel_max);
-      EXPECT_LT(rel_fro, 0.1);
-      EXPECT_LT(rel_max, 0.25);
-    }
+    const at::Tensor golden =
+        ReadGoldenTensors(set.golden_dir + "/" + image + ".safetensors").at("image_embeds");
+    const at::Tensor embeds =
+        v.vision->Encode(CropsOf(set, image, v.vision->config()), at::kBFloat16);
+    ASSERT_EQ(embeds.scalar_type(), at::kBFloat16);
+    const at::Tensor diff = embeds.to(at::kFloat) - golden;
+    const double rel_fro = (diff.norm() / golden.norm()).item<double>();
+    const double rel_max = MaxAbsDiff(embeds, golden) / golden.abs().max().item<double>();
+    std::printf("  bf16 %-28s rel frobenius %.3g, max abs / absmax %.3g\n",
+                (set.name + "/" + image).c_str(), rel_fro, rel_max);
+    EXPECT_LT(rel_fro, 0.1);
+    EXPECT_LT(rel_max, 0.25);
   }
 }
 

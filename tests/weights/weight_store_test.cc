@@ -198,3 +198,42 @@ TEST(WeightStore, FullLoadReportsComponents) {
 
 }  // namespace
 }  // namespace moondream
+
+namespace moondream {
+namespace {
+
+// bf16 (later revisions) and misaligned data sections load too.
+TEST(WeightStore, Bf16SourceAndMisalignedData) {
+  testing::TempDir dir;
+  const std::string path = dir.Path("bf16.safetensors");
+  const at::Tensor w = at::randn({4, 8}).to(at::kBFloat16), b = at::randn({4}).to(at::kBFloat16);
+  auto writer = SafetensorsWriter::Create(path, {{"model.l.weight", DType::kBF16, {4, 8}},
+                                                 {"model.l.bias", DType::kBF16, {4}}}, {});
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Write(w.data_ptr(), 64).ok());
+  ASSERT_TRUE((*writer)->Write(b.data_ptr(), 8).ok());
+  ASSERT_TRUE((*writer)->Finish().ok());
+  for (Precision p : {Precision::kFP32, Precision::kINT8}) {
+    auto store = WeightStore::Open(path, {p});
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto l = (*store)->Root().Linear("l", 4, 8);
+    ASSERT_TRUE(l.ok()) << l.status();
+    EXPECT_EQ(l->is_int8(), p == Precision::kINT8);
+    const at::Tensor ref = at::linear(at::eye(8), w.to(at::kFloat), b.to(at::kFloat));
+    EXPECT_TRUE(at::allclose(l->Forward(at::eye(8)), ref, 0, p == Precision::kINT8 ? 0.05 : 1e-6));
+  }
+  // Header of odd length: the F32 tensor starts at an odd address.
+  const float values[3] = {1.5f, -2.25f, 3e-3f};
+  std::string bytes = testing::SafetensorsBytes(R"({"model.v":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}})", 0);
+  ASSERT_EQ(bytes.size() % 2, 1u);
+  bytes.append(reinterpret_cast<const char*>(values), sizeof(values));
+  testing::WriteFile(dir.Path("odd.safetensors"), bytes);
+  auto store = WeightStore::Open(dir.Path("odd.safetensors"), {Precision::kFP32});
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto v = (*store)->Root().Tensor("v", {3});
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_TRUE(at::equal(*v, at::tensor(std::vector<float>{1.5f, -2.25f, 3e-3f})));
+}
+
+}  // namespace
+}  // namespace moondream

@@ -115,7 +115,8 @@ absl::StatusOr<CliArgs> ParseArgs(int argc, char** argv) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }
     if (!inline_value) {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      if (i + 1 >= argc)
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       value = argv[++i];
     }
     if (absl::Status set = flag->second(args, value); !set.ok()) return set;

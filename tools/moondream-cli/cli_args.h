@@ -9,13 +9,13 @@
 namespace moondream::cli {
 
 struct CliArgs {
-  std::string command;  // caption | query | detect | point | tokenize
+  std::string command;               // caption | query | detect | point | tokenize
   std::string model = "moondream2";  // moondream2 | test
   std::string model_dir;
   std::string precision = "fp32";
   std::string device = "cpu";
   int threads = 0;
-  std::string image;     // file path
+  std::string image;  // file path
   CaptionLength length = CaptionLength::kNormal;
   std::string question;  // query
   std::string object;    // detect, point

@@ -88,6 +88,13 @@ def main():
                     os.path.join(HERE, "lossless.webp")], check=True)
     save("alpha.webp", rgba, quality=80, exact=True)
     save("still.gif", pal)
+    save("trns.gif", pal_t, transparency=3)  # transparent index: Pillow keeps its colour
+    for name in ("still", "trns"):  # logical screen larger than the first frame
+        with open(os.path.join(HERE, name + ".gif"), "rb") as f:
+            gif = bytearray(f.read())
+        gif[6:10] = struct.pack("<HH", W + 5, H + 3)
+        with open(os.path.join(HERE, name + "_small_frame.gif"), "wb") as f:
+            f.write(gif)
     frame2 = Image.fromarray(rgb_array(3)).quantize(colors=16)
     save("anim.gif", pal, save_all=True, append_images=[frame2], duration=100, loop=0)
 

@@ -1,0 +1,131 @@
+#include "engine/model/moondream.h"
+
+#include <chrono>
+#include <utility>
+
+#include "engine/image/image.h"
+#include "engine/log.h"
+#include "engine/model/status_macros.h"
+#include "engine/model/tasks.h"
+#include "engine/model/torch_compat.h"
+#include "engine/weights/config.h"
+#include "engine/weights/model_dir.h"
+
+namespace moondream {
+namespace {
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+ModelInfo MakeInfo(const MoondreamOptions& options, const std::string& model_dir,
+                   Precision precision, const LoadReport& report, double seconds) {
+  ModelInfo info;
+  info.name = options.name.empty() ? "moondream2" : options.name;
+  info.precision = PrecisionName(precision);
+  info.device = options.device;
+  info.parameter_count = report.parameters;
+  info.weights = report.components;
+  info.load_seconds = seconds;
+  info.quantization = report.Summary();
+  info.source = model_dir;
+  return info;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOptions& options) {
+  const Clock::time_point start = Clock::now();
+  MD_ASSIGN_OR_RETURN(const Precision precision, ParsePrecision(options.precision));
+  MD_ASSIGN_OR_RETURN(const std::string dir, ResolveModelDir(options.model_dir));
+  Log(LogLevel::kInfo, "model_loading",
+      {{"model_dir", dir}, {"precision", PrecisionName(precision)}, {"device", options.device}});
+  MD_ASSIGN_OR_RETURN(const MoondreamConfig config, LoadConfig(dir + "/config.json"));
+  WeightStoreOptions store_options;
+  store_options.precision = precision;
+  store_options.device = options.device;
+  store_options.int8_skip = options.int8_skip;
+  MD_ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store,
+                      WeightStore::Open(dir + "/model.safetensors", store_options));
+  MD_RETURN_IF_ERROR(CheckShapes(config, store->file()));
+  MD_ASSIGN_OR_RETURN(VisionEncoder vision,
+                      VisionEncoder::Load(store->Root().Sub("vision"), config.vision));
+  MD_ASSIGN_OR_RETURN(std::unique_ptr<Language> lm,
+                      Language::Load(*store, config, dir + "/tokenizer.json"));
+  std::unique_ptr<Moondream> model(new Moondream(std::move(vision), std::move(lm)));
+  const LoadReport report = store->report();
+  if (!options.quant_report_json.empty()) report.WriteJson(options.quant_report_json);
+  const double seconds = MsSince(start) / 1000.0;
+  model->info_ = MakeInfo(options, dir, precision, report, seconds);
+  model->compute_dtype_ = ComputeDtype(precision);
+  model->max_image_pixels_ = options.max_image_pixels;
+  Log(LogLevel::kInfo, "model_loaded",
+      {{"model", model->info_.name}, {"precision", model->info_.precision},
+       {"parameters", static_cast<unsigned long long>(report.parameters)},
+       {"seconds", seconds}});
+  return model;
+}
+
+absl::StatusOr<at::Tensor> Moondream::EncodeEmbeds(std::string_view image_bytes,
+                                                   const RunContext& ctx,
+                                                   VisionTaps* taps) const {
+  Clock::time_point start = Clock::now();
+  MD_ASSIGN_OR_RETURN(const RgbImage rgb, DecodeImage(image_bytes, max_image_pixels_));
+  MD_ASSIGN_OR_RETURN(const Crops crops, OverlapCrops(rgb, CropConfigFor(vision_.config())));
+  if (ctx.timings != nullptr) ctx.timings->image_decode_ms += MsSince(start);
+  MD_RETURN_IF_ERROR(ctx.CheckAlive());
+  start = Clock::now();
+  return RunGuarded([&]() -> absl::StatusOr<at::Tensor> {
+    InferenceModeGuard guard;
+    at::Tensor embeds = vision_.Encode(crops, compute_dtype_, taps);
+    if (ctx.timings != nullptr) ctx.timings->vision_encode_ms += MsSince(start);
+    return embeds;
+  });
+}
+
+absl::StatusOr<std::shared_ptr<const MoondreamImage>> Moondream::EncodeFromEmbeds(
+    const at::Tensor& image_embeds, at::Tensor* hidden) const {
+  return RunGuarded([&]() -> absl::StatusOr<std::shared_ptr<const MoondreamImage>> {
+    InferenceModeGuard guard;
+    MD_ASSIGN_OR_RETURN(KvCache prefix, PrefillImage(*lm_, image_embeds, hidden));
+    return std::make_shared<const MoondreamImage>(std::move(prefix));
+  });
+}
+
+absl::StatusOr<std::shared_ptr<const EncodedImage>> Moondream::Encode(
+    std::string_view image_bytes, const RunContext& ctx) const {
+  MD_ASSIGN_OR_RETURN(const at::Tensor embeds, EncodeEmbeds(image_bytes, ctx, nullptr));
+  MD_RETURN_IF_ERROR(ctx.CheckAlive());
+  const Clock::time_point start = Clock::now();
+  MD_ASSIGN_OR_RETURN(std::shared_ptr<const MoondreamImage> image,
+                      EncodeFromEmbeds(embeds, nullptr));
+  if (ctx.timings != nullptr) ctx.timings->vision_encode_ms += MsSince(start);
+  return image;
+}
+
+absl::StatusOr<Result> Moondream::Run(const Request& request, const EncodedImage& image,
+                                      const RunContext& ctx) const {
+  return Run(request, image, ctx, nullptr);
+}
+
+absl::StatusOr<Result> Moondream::Run(const Request& request, const EncodedImage& image,
+                                      const RunContext& ctx, GenerationTaps* taps) const {
+  const auto* encoded = dynamic_cast<const MoondreamImage*>(&image);
+  if (encoded == nullptr) {
+    return absl::InvalidArgumentError("image was not encoded by a Moondream2 model");
+  }
+  absl::StatusOr<Result> result = RunGuarded([&]() -> absl::StatusOr<Result> {
+    InferenceModeGuard guard;
+    return RunTask(*lm_, request, encoded->prefix(), ctx, taps, &request_state_bytes_);
+  });
+  if (result.ok()) result->model = info_.name;
+  return result;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadMoondream(const MoondreamOptions& options) {
+  MD_ASSIGN_OR_RETURN(std::unique_ptr<Moondream> model,
+                      RunGuarded([&] { return Moondream::Load(options); }));
+  return std::unique_ptr<Model>(std::move(model));
+}
+
+}  // namespace moondream

@@ -1,0 +1,164 @@
+// End to end through the engine Model interface: image file bytes -> Moondream::Encode ->
+// Run, for every fixture image of both checkpoints and the real-file images (JPEG,
+// progressive JPEG, animated GIF, palette PNG; public-a). Greedy token ids and detect/point
+// objects must equal the goldens exactly; image embeddings are compared at the fp32 level
+// (same tolerance argument as decoder_parity_test: fp32-vs-fp64 <= 6e-5 in the README).
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "engine/model/moondream.h"
+#include "tests/model/golden.h"
+
+namespace moondream::testing {
+namespace {
+
+struct Case {
+  GoldenSet set;
+  std::string image;
+  std::string file;
+};
+
+std::vector<Case> AllCases() {
+  std::vector<Case> cases;
+  for (const GoldenSet& set : AllGoldenSets()) {
+    const nlohmann::json golden = ReadJson(set.golden_dir + "/golden.json");
+    const std::string images = set.name == "real" ? "/real/images/" : "/images/";
+    for (const auto& item : golden["images"].items()) {
+      cases.push_back({set, item.key(), FixturesDir() + images + item.value()["file"].get<std::string>()});
+    }
+  }
+  return cases;
+}
+
+std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
+  std::string name = info.param.set.name + "_" + info.param.image;
+  for (char& c : name) {
+    if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return name;
+}
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+const Moondream& Fp32Model(const std::string& ckpt_dir) {
+  static std::map<std::string, std::unique_ptr<Moondream>> models;
+  auto it = models.find(ckpt_dir);
+  if (it == models.end()) {
+    MoondreamOptions options;
+    options.model_dir = ckpt_dir;
+    auto model = Moondream::Load(options);
+    if (!model.ok()) throw std::runtime_error(model.status().ToString());
+    it = models.emplace(ckpt_dir, std::move(*model)).first;
+  }
+  return *it->second;
+}
+
+class EndToEnd : public ::testing::TestWithParam<Case> {};
+
+TEST_P(EndToEnd, MatchesGoldens) {
+  const Case& c = GetParam();
+  const nlohmann::json golden = ReadJson(c.set.golden_dir + "/golden.json");
+  const nlohmann::json& image = golden["images"][c.image];
+  const auto tensors = ReadGoldenTensors(c.set.golden_dir + "/" + c.image + ".safetensors");
+  const Moondream& model = Fp32Model(c.set.ckpt_dir);
+  const std::string bytes = ReadBytes(c.file);
+  ASSERT_FALSE(bytes.empty()) << c.file;
+
+  RunContext ctx;
+  auto embeds = model.EncodeEmbeds(bytes, ctx, nullptr);
+  ASSERT_TRUE(embeds.ok()) << embeds.status();
+  const double embed_err = MaxAbsDiff(*embeds, tensors.at("image_embeds"));
+  std::printf("[max-abs-err] image_embeds %.3g\n", embed_err);
+  EXPECT_LE(embed_err, 1e-4 + 1e-4 * tensors.at("image_embeds").abs().max().item<double>());
+
+  Timings timings;
+  ctx.timings = &timings;
+  auto encoded = model.Encode(bytes, ctx);
+  ASSERT_TRUE(encoded.ok()) << encoded.status();
+  EXPECT_GT(timings.image_decode_ms, 0);
+  EXPECT_GT(timings.vision_encode_ms, 0);
+
+  const std::string question = golden["prompts"]["question_text"];
+  const std::string object = golden["prompts"]["object_text"];
+  const struct {
+    std::string name;
+    Task task;
+    CaptionLength length;
+    std::string text;
+  } tasks[] = {{"caption_short", Task::kCaption, CaptionLength::kShort, ""},
+               {"caption_normal", Task::kCaption, CaptionLength::kNormal, ""},
+               {"query", Task::kQuery, CaptionLength::kNormal, question},
+               {"detect", Task::kDetect, CaptionLength::kNormal, object},
+               {"point", Task::kPoint, CaptionLength::kNormal, object}};
+  for (const auto& t : tasks) {
+    SCOPED_TRACE(t.name);
+    Request request;
+    request.task = t.task;
+    request.caption_length = t.length;
+    request.text = t.text;
+    request.settings.max_tokens = 20;
+    auto result = model.Run(request, **encoded, RunContext{});
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->model, "moondream2");
+    if (t.task == Task::kDetect) {
+      const nlohmann::json& objects = image["region"]["detect"]["objects"];
+      ASSERT_EQ(result->boxes.size(), objects.size());
+      for (size_t i = 0; i < objects.size(); ++i) {
+        EXPECT_EQ(result->boxes[i].x_min, objects[i]["x_min"].get<double>()) << i;
+        EXPECT_EQ(result->boxes[i].y_max, objects[i]["y_max"].get<double>()) << i;
+      }
+    } else if (t.task == Task::kPoint) {
+      const nlohmann::json& objects = image["region"]["point"]["objects"];
+      ASSERT_EQ(result->points.size(), objects.size());
+      for (size_t i = 0; i < objects.size(); ++i) {
+        EXPECT_EQ(result->points[i].x, objects[i]["x"].get<double>()) << i;
+        EXPECT_EQ(result->points[i].y, objects[i]["y"].get<double>()) << i;
+      }
+    } else {
+      EXPECT_EQ(result->token_ids,
+                image["generate"][t.name]["token_ids"].get<std::vector<int32_t>>());
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, EndToEnd, ::testing::ValuesIn(AllCases()), CaseName);
+
+TEST(LoadMoondream, FillsModelInfo) {
+  MoondreamOptions options;
+  options.model_dir = AllGoldenSets()[1].ckpt_dir;  // public-b
+  options.name = "tiny-b";
+  auto model = LoadMoondream(options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ModelInfo& info = (*model)->info();
+  EXPECT_EQ(info.name, "tiny-b");
+  EXPECT_EQ(info.precision, "fp32");
+  EXPECT_EQ(info.source, options.model_dir);
+  EXPECT_GT(info.parameter_count, 7'000'000u);  // README: 7.34 M
+  EXPECT_LT(info.parameter_count, 7'500'000u);
+  EXPECT_FALSE(info.weights.empty());
+}
+
+TEST(LoadMoondream, MissingDirectoryFails) {
+  MoondreamOptions options;
+  options.model_dir = "/nonexistent/moondream";
+  EXPECT_FALSE(LoadMoondream(options).ok());
+}
+
+TEST(LoadMoondream, BadImageIsInvalidArgument) {
+  const Moondream& model = Fp32Model(AllGoldenSets()[0].ckpt_dir);
+  auto encoded = model.Encode("definitely not an image", RunContext{});
+  EXPECT_EQ(encoded.status().code(), absl::StatusCode::kInvalidArgument) << encoded.status();
+}
+
+}  // namespace
+}  // namespace moondream::testing
