@@ -1,6 +1,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <utility>
 
@@ -9,6 +10,8 @@
 
 namespace moondream {
 namespace {
+
+constexpr auto kReapInterval = std::chrono::milliseconds(20);
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -37,6 +40,7 @@ Scheduler::Scheduler(const SchedulerOptions& options, ImageCache* cache)
     : options_(options), cache_(cache) {
   const int workers = std::max(1, options_.max_concurrency);
   for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  reaper_ = std::thread([this] { ReaperLoop(); });
 }
 
 Scheduler::~Scheduler() {
@@ -46,7 +50,9 @@ Scheduler::~Scheduler() {
     stopping_ = true;
   }
   work_cv_.notify_all();
+  reaper_cv_.notify_all();
   for (std::thread& worker : workers_) worker.join();
+  reaper_.join();
 }
 
 absl::Status Scheduler::Enqueue(Request request, Callbacks callbacks, const Model* model) {
@@ -119,6 +125,35 @@ void Scheduler::WorkerLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       running_.erase(std::find(running_.begin(), running_.end(), job.get()));
     }
+    idle_cv_.notify_all();
+  }
+}
+
+std::vector<std::unique_ptr<Scheduler::Job>> Scheduler::TakeDeadLocked() {
+  std::vector<std::unique_ptr<Job>> dead;
+  const Clock::time_point now = Clock::now();
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if ((*it)->request.cancel->load() || (*it)->request.deadline <= now) {
+      dead.push_back(std::move(*it));
+      it = queue_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return dead;
+}
+
+void Scheduler::ReaperLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    reaper_cv_.wait_for(lock, kReapInterval);
+    std::vector<std::unique_ptr<Job>> dead = TakeDeadLocked();
+    if (dead.empty()) continue;
+    reaping_ += dead.size();
+    lock.unlock();
+    for (auto& job : dead) Process(*job);  // fails at its liveness check
+    lock.lock();
+    reaping_ -= dead.size();
     idle_cv_.notify_all();
   }
 }

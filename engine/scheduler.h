@@ -1,4 +1,6 @@
 // Bounded FIFO of requests served by `max_concurrency` worker threads (batch 1 each).
+// A reaper thread finishes queued requests that are cancelled or past their deadline
+// without waiting for a worker, so they answer promptly and free their queue slot.
 //
 // The workers are the engine's exception boundary: a std::exception (c10::Error
 // included) thrown by a model becomes INTERNAL for that request only.
@@ -54,13 +56,15 @@ class Scheduler {
   };
 
   void WorkerLoop();
+  void ReaperLoop();
+  std::vector<std::unique_ptr<Job>> TakeDeadLocked();
   void Process(Job& job);
   absl::StatusOr<Result> Execute(const Job& job, Timings* timings);
   absl::StatusOr<Result> ExecuteGuarded(const Job& job, const RunContext& ctx);
   absl::StatusOr<std::shared_ptr<const EncodedImage>> ResolveImage(const Job& job,
                                                                    const RunContext& ctx);
   void CancelAllLocked();
-  bool IdleLocked() const { return queue_.empty() && running_.empty(); }
+  bool IdleLocked() const { return queue_.empty() && running_.empty() && reaping_ == 0; }
 
   const SchedulerOptions options_;
   ImageCache* const cache_;
@@ -70,9 +74,12 @@ class Scheduler {
   std::condition_variable idle_cv_;  // a request finished
   std::deque<std::unique_ptr<Job>> queue_;
   std::vector<Job*> running_;
+  size_t reaping_ = 0;                 // taken from queue_ by the reaper, not yet finished
+  std::condition_variable reaper_cv_;  // stopping_
   bool draining_ = false;
   bool stopping_ = false;
   std::vector<std::thread> workers_;
+  std::thread reaper_;
 };
 
 }  // namespace moondream

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -19,10 +20,10 @@ constexpr int64_t kPanel = 64;     // output columns per panel (4 zmm of int32)
 constexpr int64_t kLane = 16;      // int32 lanes per zmm
 constexpr int kMr = 6;             // activation rows per register tile (6 x 4 zmm accumulators)
 constexpr int kNvMax = kPanel / kLane;
-// Loop order: a thread takes its panels one by one and runs every activation row of a
-// block past the panel, so the panel (k x 64 bytes, <= 512 KiB) stays in L2 while the
-// activations stream from L3 at ~2 bytes/cycle. Blocks of rows keep that stream in L3
-// (vision batches reach ~9500 x 4304 bytes).
+// Loop order: a work unit runs every activation row of a block past one panel, so the panel
+// (k x 64 bytes, <= 512 KiB) stays in L2 while the activations stream from L3 at ~2
+// bytes/cycle. Row blocks of <= 8 MiB keep that stream in L3 (vision batches reach ~9500 x
+// 4304 bytes).
 constexpr int64_t kActivationBlockBytes = 8 << 20;
 
 int64_t PanelWidth(int64_t n, int64_t p) {  // columns stored in panel p (multiple of 16)
@@ -169,6 +170,26 @@ PackedWeight PackWeight(const at::Tensor& q) {
   return w;
 }
 
+namespace {
+
+// Every register tile of rows [r0, r1) against panel p.
+void RunPanel(TileArgs t, const PackedWeight& w, int64_t p, int64_t r0, int64_t r1) {
+  const int64_t nv = PanelWidth(w.n, p) / kLane;
+  t.b += p * kPanel * w.k4 * 4;
+  t.n0 = p * kPanel;
+  const uint8_t* a = t.a;
+  const float* a_scale = t.a_scale;
+  float* y = t.y;
+  for (int64_t r = r0; r < r1; r += kMr) {
+    t.a = a + r * t.lda;
+    t.a_scale = a_scale + r;
+    t.y = y + r * t.ldy;
+    kTiles[std::min<int64_t>(kMr, r1 - r) - 1][nv - 1](t);
+  }
+}
+
+}  // namespace
+
 at::Tensor Int8Gemm(const PackedWeight& w, const at::Tensor& w_scale, const at::Tensor& bias,
                     const at::Tensor& x) {
   TORCH_CHECK(CpuHasVnni(), "Int8Gemm needs AVX-512 VNNI");
@@ -179,38 +200,30 @@ at::Tensor Int8Gemm(const PackedWeight& w, const at::Tensor& w_scale, const at::
   at::Tensor a = at::empty({m, lda}, at::kByte);
   at::Tensor a_scale = at::empty({m}, at::kFloat);
   const float* xp = x.data_ptr<float>();
-  uint8_t* ap = a.data_ptr<uint8_t>();
-  float* asp = a_scale.data_ptr<float>();
   at::parallel_for(0, m, 16, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) QuantizeRow(xp + r * w.k, w.k, lda, ap + r * lda, asp + r);
+    for (int64_t r = b; r < e; ++r)
+      QuantizeRow(xp + r * w.k, w.k, lda, a.data_ptr<uint8_t>() + r * lda, a_scale.data_ptr<float>() + r);
   });
 
   at::Tensor y = at::empty({m, w.n}, at::kFloat);
+  const TileArgs base{a.data_ptr<uint8_t>(), lda,     a_scale.data_ptr<float>(), w.data.data_ptr<int8_t>(),
+                      w.k4,                  0,       w.n,                      w.row_sum.data_ptr<int32_t>(),
+                      w_scale.data_ptr<float>(), bias.defined() ? bias.data_ptr<float>() : nullptr,
+                      y.data_ptr<float>(),   w.n};
+  // Work units (row block, panel) in row-block-major order, handed out dynamically in runs of
+  // `grab` consecutive panels: a thread that the OS deschedules (shared machine, gRPC threads)
+  // does not hold up the other, and decode streams still read long contiguous runs.
   const int64_t panels = (w.n + kPanel - 1) / kPanel;
   const int64_t mc = std::max<int64_t>(kMr, kActivationBlockBytes / std::max<int64_t>(lda, 1) / kMr * kMr);
-  TileArgs base{};
-  base.lda = lda;
-  base.k4 = w.k4;
-  base.n = w.n;
-  base.row_sum = w.row_sum.data_ptr<int32_t>();
-  base.w_scale = w_scale.data_ptr<float>();
-  base.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  base.ldy = w.n;
-  const int8_t* bp = w.data.data_ptr<int8_t>();
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, panels, 1, [&](int64_t pb, int64_t pe) {
-    TileArgs t = base;
-    for (int64_t m0 = 0; m0 < m; m0 += mc) {
-      for (int64_t p = pb; p < pe; ++p) {
-        const int64_t nv = PanelWidth(w.n, p) / kLane;
-        t.b = bp + p * kPanel * w.k4 * 4;
-        t.n0 = p * kPanel;
-        for (int64_t r = m0; r < std::min(m, m0 + mc); r += kMr) {
-          t.a = ap + r * lda;
-          t.a_scale = asp + r;
-          t.y = yp + r * w.n;
-          kTiles[std::min<int64_t>(kMr, m - r) - 1][nv - 1](t);
-        }
+  const int64_t units = (m + mc - 1) / mc * panels;
+  const int64_t threads = at::get_num_threads();
+  const int64_t grab = std::max<int64_t>(1, units / (8 * threads));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t u0 = next.fetch_add(grab); u0 < units; u0 = next.fetch_add(grab)) {
+      for (int64_t u = u0; u < std::min(units, u0 + grab); ++u) {
+        const int64_t r0 = u / panels * mc;
+        RunPanel(base, w, u % panels, r0, std::min(m, r0 + mc));
       }
     }
   });

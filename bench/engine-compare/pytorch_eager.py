@@ -85,7 +85,8 @@ def load_weights(path, dtype):
             begin, end = info["data_offsets"]
             f.seek(base + begin)
             raw = np.fromfile(f, dtype=np_dtype, count=(end - begin) // np.dtype(np_dtype).itemsize)
-            weights[name[len("model."):]] = torch.from_numpy(raw.reshape(info["shape"])).view(st_dtype).to(dtype)
+            tensor = torch.from_numpy(raw.reshape(info["shape"])).view(st_dtype)
+            weights[name[len("model."):]] = tensor.to(dtype)
     return weights
 
 
@@ -100,10 +101,11 @@ class LibvipsCtypes:
         if self.lib.vips_init(b"pytorch_eager") != 0:
             raise RuntimeError("vips_init failed")
         self.lib.vips_image_new_from_memory.restype = ctypes.c_void_p
-        self.lib.vips_image_new_from_memory.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.vips_image_new_from_memory.argtypes = ([ctypes.c_void_p, ctypes.c_size_t]
+                                                        + [ctypes.c_int] * 4)
         self.lib.vips_image_write_to_memory.restype = ctypes.c_void_p
-        self.lib.vips_image_write_to_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]
+        self.lib.vips_image_write_to_memory.argtypes = [ctypes.c_void_p,
+                                                        ctypes.POINTER(ctypes.c_size_t)]
         for fn in ("vips_image_get_width", "vips_image_get_height", "vips_image_get_bands"):
             getattr(self.lib, fn).argtypes = [ctypes.c_void_p]
         self.gobject.g_object_unref.argtypes = [ctypes.c_void_p]
@@ -114,7 +116,9 @@ class LibvipsCtypes:
         src = np.ascontiguousarray(rgb)
         image = self.lib.vips_image_new_from_memory(src.ctypes.data, src.nbytes, w, h, bands, 0)
         out = ctypes.c_void_p()
-        rc = self.lib.vips_resize(ctypes.c_void_p(image), ctypes.byref(out), ctypes.c_double(width / w),
+        # varargs after the scale: option name/value pairs, NULL-terminated
+        rc = self.lib.vips_resize(ctypes.c_void_p(image), ctypes.byref(out),
+                                  ctypes.c_double(width / w),
                                   b"vscale", ctypes.c_double(height / h), None)
         self.gobject.g_object_unref(image)
         if rc != 0:
@@ -248,7 +252,8 @@ def stitch_and_pool(local, tiling, vcfg, grid):
         for j in range(cols):
             y0, y1 = (0 if i == 0 else m), (grid if i == rows - 1 else grid - m)
             x0, x1 = (0 if j == 0 else m), (grid if j == cols - 1 else grid - m)
-            canvas[keep * i + y0:keep * i + y1, keep * j + x0:keep * j + x1] = tiles[i, j, y0:y1, x0:x1]
+            dst_y, dst_x = keep * i, keep * j
+            canvas[dst_y + y0:dst_y + y1, dst_x + x0:dst_x + x1] = tiles[i, j, y0:y1, x0:x1]
     pooled = F.adaptive_avg_pool2d(canvas.permute(2, 0, 1).float(), (grid, grid))
     return pooled.permute(1, 2, 0).reshape(grid * grid, -1).to(local.dtype)
 
@@ -365,7 +370,8 @@ def run(args):
         times["image_decode_ms"] = ms_since(t0)
         pos = encode_image(pixels, tiling, w, cfg, text, times)
         prompt = cfg["tokenizer"]["templates"]["caption"][args.length]
-        tokens, steps = generate(text, prompt, pos, args.max_tokens, cfg["tokenizer"]["eos_id"], times)
+        eos = cfg["tokenizer"]["eos_id"]
+        tokens, steps = generate(text, prompt, pos, args.max_tokens, eos, times)
         times["total_ms"] = ms_since(t0)
     times["prefill_ms"] = times["image_prefill_ms"] + times["prompt_prefill_ms"]
     return dict(times, token_ids=tokens, decode_steps=steps, n_crops=int(pixels.shape[0]),

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -42,22 +43,32 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 }
 
 struct Timing {
-  double med = 0, min = 0;  // seconds per call
+  double med = 0, min = 0;  // wall seconds per call
+  double cpu = 0;           // median process CPU seconds per call (all threads, spinning included)
 };
+
+double CpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 // Median and minimum seconds per call of fn(i) over `reps` calls after one warm-up; i counts
 // calls. On a shared machine the minimum is the least-disturbed call.
 template <typename Fn>
 Timing TimeIt(Fn fn, int reps) {
   fn(0);
-  std::vector<double> t;
+  std::vector<double> t, cpu;
   for (int i = 1; i <= reps; ++i) {
     const auto a = Clock::now();
+    const double c = CpuSeconds();
     fn(i);
     t.push_back(Seconds(a, Clock::now()));
+    cpu.push_back(CpuSeconds() - c);
   }
   std::sort(t.begin(), t.end());
-  return {t[t.size() / 2], t[0]};
+  std::sort(cpu.begin(), cpu.end());
+  return {t[t.size() / 2], t[0], cpu[cpu.size() / 2]};
 }
 
 __attribute__((target("avx512f"))) float SumChunk(const float* p, int64_t n) {
@@ -164,6 +175,7 @@ void RunShape(const Shape& s, int64_t m, double bw) {
   } else {
     std::printf(" %5.0f GOPS |   -  |", 2.0 * m * s.in * s.out / t8.med / 1e9);
   }
+  std::printf(" %5.2f× / %5.2f× |", t32.cpu / t8.cpu, t16.cpu / t8.cpu);
   std::printf("\n");
   std::fflush(stdout);
 }
@@ -182,9 +194,10 @@ int main(int argc, char** argv) {
   std::printf("read bandwidth (8 MiB slices of a 1 GiB buffer, %d threads): %.1f GB/s\n", at::get_num_threads(), bw);
   PrintLoad();
   std::printf("\n");
-  std::printf("ms and ratios: median / min per call; GOPS, GB/s and roofline from the median.\n\n"
+  std::printf("ms and ratios: median / min wall time per call; GOPS, GB/s and roofline from the\n"
+              "median; cpu: ratios of median process CPU time per call (int8 vs fp32 / vs bf16).\n\n"
               "| layer | in→out | M | fp32 ms | bf16 ms | int8 ms | int8 vs fp32 | int8 vs bf16 |"
-              " int8 | of roofline |\n|---|---|---|---|---|---|---|---|---|---|\n");
+              " int8 | of roofline | cpu |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int64_t m : ms)
     for (const Shape& s : kShapes) RunShape(s, m, bw);
   PrintLoad();

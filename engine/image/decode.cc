@@ -156,7 +156,8 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels
   RgbImage out;
   out.width = width;
   out.height = height;
-  const image_internal::GifFrameInfo gif = image_internal::FirstGifFrame(bytes);
+  image_internal::GifFrameInfo gif;
+  if (format == Format::kGif) gif = image_internal::FirstGifFrame(bytes);
   ToRgb(data, image.get(), format == Format::kPng && IsPngGrey16(bytes),
         format == Format::kGif ? &gif : nullptr, &out);
   g_free(data);

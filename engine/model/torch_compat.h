@@ -71,8 +71,11 @@ auto RunGuarded(F&& f) -> decltype(f()) {
         absl::ResourceExhaustedError(std::string("out of memory: ") + e.what()));
   } catch (const c10::Error& e) {
     const std::string what = e.what_without_backtrace();
+    // CUDA: "out of memory"; DefaultCPUAllocator: "can't allocate memory" (1.13) or
+    // "not enough memory" (2.x).
     if (what.find("out of memory") != std::string::npos ||
-        what.find("DefaultCPUAllocator: can't allocate") != std::string::npos) {
+        what.find("can't allocate memory") != std::string::npos ||
+        what.find("not enough memory") != std::string::npos) {
       return internal::StatusFromException<R>(absl::ResourceExhaustedError(what));
     }
     return internal::StatusFromException<R>(absl::InternalError("torch error: " + what));

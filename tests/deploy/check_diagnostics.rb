@@ -1,13 +1,14 @@
 #!/usr/bin/env ruby
 # frozen_string_literal: true
 
-# Runs every grpcurl command of docs/diagnostics.md against a real moondream-server (test
+# Runs every `sh` command (grpcurl, curl) of docs/diagnostics.md against a real moondream-server (test
 # model), through tools/grpc-reflect (grpcurl is not packaged here), and compares each
 # output with the "healthy output" block that follows it in the doc:
 #   * JSON outputs: the same keys, recursively, in the first and last streamed message,
 #     and the same values for status/enum fields (values that vary are not compared);
 #   * text outputs (list, describe): every documented line appears.
-# The doc's address (localhost:50051) and image (photo.png) are replaced by the test's.
+# The doc's addresses (localhost:50051, metrics localhost:9464) and image (photo.png) are
+# replaced by the test's.
 # Usage: check_diagnostics.rb SERVER_BIN REPO_ROOT
 require "json"
 require "open3"
@@ -25,7 +26,7 @@ EXACT_KEYS = %w[status finishReason isDefault precision name].freeze
 def documented_commands(markdown)
   blocks = markdown.scan(/^```(\w*)\n(.*?)^```$/m)
   blocks.each_with_index.filter_map do |(lang, body), i|
-    next unless lang == "sh" && body.include?("grpcurl ")
+    next unless lang == "sh" && body.match?(/\b(grpcurl|curl) /)
 
     command = body.gsub(/\\\n\s*/, " ").lines.map(&:strip).reject { |l| l.empty? || l.start_with?("#") }.join("\n")
     out_lang, out_body = blocks[i + 1]
@@ -69,14 +70,15 @@ def compare(lang, expected, actual)
   end
 end
 
-server = ServerProcess.start("--model", "test")
+server = ServerProcess.start("--model", "test", "--metrics-listen=127.0.0.1:0")
+metrics = server.log[/event=listening\b.*\bmetrics=(\S+)/, 1] or abort "no metrics address in the log"
 failures = 0
 Dir.mktmpdir do |dir|
   FileUtils.cp(File.join(ServerProcess.fixtures_dir, "images/img4_64x48.png"), File.join(dir, "photo.png"))
   commands = documented_commands(File.read(DOC))
   abort "no grpcurl commands found in #{DOC}" if commands.size < 6
   commands.each do |command, lang, expected|
-    script = "set -o pipefail\ngrpcurl() { #{TOOL} \"$@\"; }\n#{command.gsub('localhost:50051', server.address)}"
+    script = "set -o pipefail\ngrpcurl() { #{TOOL} \"$@\"; }\n#{command.gsub('localhost:50051', server.address).gsub('localhost:9464', metrics)}"
     out, status = Open3.capture2e("bash", "-c", script, chdir: dir)
     problems = status.success? ? compare(lang, expected, out) : ["exit #{status.exitstatus}: #{out}"]
     failures += 1 unless problems.empty?

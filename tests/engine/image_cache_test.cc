@@ -112,7 +112,7 @@ TEST_F(ImageCacheTest, ForeignHandleIsInvalidArgumentEvenAfterExpiry) {
 TEST_F(ImageCacheTest, UnknownHandlesAreNotFound) {
   ImageCache cache = MakeCache(1000);
   ASSERT_TRUE(cache.Insert("test", Image(5)).ok());
-  for (const std::string handle :
+  for (const std::string& handle :
        {std::string("nope"), std::string(""), std::string(40, '0'), std::string(40, 'f')}) {
     EXPECT_EQ(cache.Lookup("test", handle).status().code(), absl::StatusCode::kNotFound) << handle;
   }

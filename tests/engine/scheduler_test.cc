@@ -54,19 +54,24 @@ TEST_F(SchedulerTest, FullQueueIsResourceExhausted) {
   EXPECT_TRUE(Submit(*engine, Slow())->submit_status.ok());  // room again
 }
 
-TEST_F(SchedulerTest, DeadlineWhileQueued) {
-  auto engine = MakeTestEngine(kTokenDelayMs);
-  auto running = Submit(*engine, Slow());
+TEST_F(SchedulerTest, DeadlineWhileQueuedAnswersWithoutWaitingForAWorker) {
+  auto engine = MakeTestEngine(kTokenDelayMs, /*max_queue=*/1);
+  auto running = Submit(*engine, Slow());  // ~800 ms
   WaitForStats(*engine, 1, 0);
   Request late = Slow();
   late.deadline = Clock::now() + milliseconds(60);
   auto queued = Submit(*engine, late);
-  std::this_thread::sleep_until(late.deadline + milliseconds(10));  // expires in the queue
-  running->cancel->store(true);
+  ASSERT_TRUE(queued->DoneWithin(400));
+  EXPECT_FALSE(running->DoneWithin(0));
   auto result = queued->Wait();
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded) << result.status();
   EXPECT_NE(result.status().message().find("in the queue"), std::string::npos);
   EXPECT_TRUE(queued->pieces().empty());
+  WaitForStats(*engine, 1, 0);  // its queue slot is free again
+  auto next = Submit(*engine, Slow());
+  EXPECT_TRUE(next->submit_status.ok()) << next->submit_status;
+  running->cancel->store(true);
+  next->cancel->store(true);
 }
 
 TEST_F(SchedulerTest, DeadlineWhileGenerating) {
@@ -93,16 +98,19 @@ TEST_F(SchedulerTest, CancelStopsWithinOneToken) {
   EXPECT_EQ(pending->pieces().size(), 2u);
 }
 
-TEST_F(SchedulerTest, CancelWhileQueued) {
-  auto engine = MakeTestEngine(kTokenDelayMs);
+TEST_F(SchedulerTest, CancelWhileQueuedAnswersAndFreesTheSlot) {
+  auto engine = MakeTestEngine(kTokenDelayMs, /*max_queue=*/1);
   auto running = Submit(*engine, Slow());
   WaitForStats(*engine, 1, 0);
   auto queued = Submit(*engine, Slow());
   queued->cancel->store(true);
-  running->cancel->store(true);
+  ASSERT_TRUE(queued->DoneWithin(400));
+  EXPECT_FALSE(running->DoneWithin(0));
   auto result = queued->Wait();
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(result.status().message(), "request cancelled while queued");
+  WaitForStats(*engine, 1, 0);
+  running->cancel->store(true);
 }
 
 TEST_F(SchedulerTest, ConcurrencyRunsRequestsSideBySide) {
@@ -115,8 +123,8 @@ TEST_F(SchedulerTest, ConcurrencyRunsRequestsSideBySide) {
   EXPECT_EQ(Submit(*engine, Slow())->submit_status.code(), absl::StatusCode::kResourceExhausted);
   a->cancel->store(true);
   b->cancel->store(true);
-  a->Wait();
-  b->Wait();
+  EXPECT_EQ(a->Wait().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(b->Wait().status().code(), absl::StatusCode::kCancelled);
 }
 
 TEST_F(SchedulerTest, DrainFinishesAcceptedWorkAndRejectsNew) {

@@ -10,6 +10,7 @@
 // logits: atol 2e-4 + rtol 1e-4 (one more LayerNorm + matmul). Decisions are exact: the
 // smallest taken margin in the goldens is 3.3e-4, above these error bounds.
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ std::vector<Case> AllCases() {
   }
   return cases;
 }
+
+// Readable test names in gtest/ctest output instead of the bytes of the struct.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.set.name << "/" << c.image; }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   std::string name = info.param.set.name + "_" + info.param.image;

@@ -5,6 +5,7 @@
 // (same tolerance argument as decoder_parity_test: fp32-vs-fp64 <= 6e-5 in the README).
 #include <fstream>
 #include <map>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -34,6 +35,9 @@ std::vector<Case> AllCases() {
   }
   return cases;
 }
+
+// Readable test names in gtest/ctest output instead of the bytes of the struct.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.set.name << "/" << c.image; }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   std::string name = info.param.set.name + "_" + info.param.image;

@@ -21,6 +21,11 @@ class FixtureModelTest < Minitest::Test
     @client ||= Moondream::Client.new(target: server.address, timeout: 60, model: model_name)
   end
 
+  # 64x48: one crop, so the random-weight vision encoder runs fast on CPU.
+  def image_path
+    TestImages.path("img4_64x48.png")
+  end
+
   def model_name
     "moondream2"
   end
