@@ -31,7 +31,7 @@ enum class FinishReason { kNone, kStop, kLength };
 struct GenerationSettings {
   int max_tokens = 0;        // 0 = model default (512)
   float temperature = 0.0f;  // 0 = argmax
-  float top_p = 1.0f;        // (0, 1]
+  float top_p = 1.0f;        // [0, 1]; 0 means 1 (no truncation)
   uint64_t seed = 0;
 };
 
@@ -120,7 +120,8 @@ struct ModelInfo {
   std::string source;  // model directory or "builtin"
 };
 
-// Completion callbacks of one request. Both run on an engine worker thread.
+// Completion callbacks of one request. Both run on an engine thread (a worker, or the
+// reaper that finishes expired/cancelled queued requests); they must not call Drain.
 struct Callbacks {
   // Streaming text: each piece is valid UTF-8. May be empty (not streaming).
   std::function<void(std::string_view text)> on_text;

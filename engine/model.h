@@ -46,10 +46,12 @@ class Model {
 
   // Runs Caption/Query/Detect/Point on an encoded image. Fills the Result's text,
   // token_ids, boxes/points, usage, finish_reason and the prefill/decode/TTFT timings.
+  // Timings rule: Encode adds its stages to ctx.timings, Run fills Result.timings, and
+  // the scheduler merges both and sets queue_ms and total_ms.
   virtual absl::StatusOr<Result> Run(const Request& request, const EncodedImage& image,
                                      const RunContext& ctx) const = 0;
 
-  // Bytes of per-request state (KV cache) while a request runs, for metrics.
+  // Bytes of per-request state (KV caches) of this model's requests running now.
   virtual uint64_t request_state_bytes() const { return 0; }
 };
 

@@ -104,7 +104,8 @@ constexpr std::array<std::array<TileFn, kNvMax>, kMr> TileTable(std::index_seque
 constexpr auto kTiles = TileTable(std::make_index_sequence<kMr>{});
 
 // x[k] -> out[lda] u8 = clamp(round(x * 127/max|x|), -127, 127) + 128; padding = 128.
-// A row holding NaN/Inf gets scale NaN so its outputs are NaN, as in floating point.
+// A row holding NaN/Inf gets scale NaN so its outputs are NaN, as in floating point; a row
+// whose 127/max|x| overflows fp32 is quantized as zeros.
 MOONDREAM_VNNI void QuantizeRow(const float* x, int64_t k, int64_t lda, uint8_t* out,
                                 float* scale) {
   __m512 amax = _mm512_setzero_ps();
@@ -121,9 +122,13 @@ MOONDREAM_VNNI void QuantizeRow(const float* x, int64_t k, int64_t lda, uint8_t*
     *scale = std::nanf("");
     return;
   }
+  const float inv_scale = 127.f / mx;
+  if (std::isinf(inv_scale)) {  // max|x| below ~3.7e-38 (or 0): a zero row, y = bias
+    *scale = 0.f;
+    return;
+  }
   *scale = mx / 127.f;
-  if (mx == 0.f) return;
-  const __m512 inv = _mm512_set1_ps(127.f / mx);
+  const __m512 inv = _mm512_set1_ps(inv_scale);
   const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
   const __m512i off = _mm512_set1_epi32(128);
   for (int64_t i = 0; i < k; i += kLane) {

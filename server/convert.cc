@@ -23,7 +23,7 @@ GenerationSettings ToSettings(const v1::GenerationSettings& in) {
   GenerationSettings out;
   out.max_tokens = Saturate(in.max_tokens());
   out.temperature = in.temperature();
-  out.top_p = in.top_p() == 0.0f ? 1.0f : in.top_p();  // proto: 0 means 1
+  out.top_p = in.top_p();  // 0 means 1 in both the proto and the engine
   out.seed = in.seed();
   return out;
 }

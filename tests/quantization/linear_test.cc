@@ -21,7 +21,8 @@ Int8Matrix Quantize(const at::Tensor& w) {
 // an exact integer matmul in fp64 and the scales applied in fp64.
 at::Tensor Reference(const at::Tensor& x, const Int8Matrix& w, const at::Tensor& bias) {
   const at::Tensor amax = x.abs().amax(1, /*keepdim=*/true);             // fp32 [M, 1]
-  const at::Tensor inv = at::where(amax > 0, 127.f / amax, at::zeros_like(amax));
+  const at::Tensor inv_raw = 127.f / amax;  // inf for zero (or ~subnormal) rows -> zero row
+  const at::Tensor inv = at::where(at::isinf(inv_raw), at::zeros_like(amax), inv_raw);
   const at::Tensor qa = (x * inv).round().clamp(-127, 127).to(at::kDouble);
   const at::Tensor a_scale = (amax / 127.f).to(at::kDouble);
   const at::Tensor acc = at::matmul(qa, w.q.to(at::kDouble).t());        // exact integers
@@ -120,15 +121,17 @@ TEST(Int8Linear, BatchedBf16InputKeepsShapeAndDtype) {
   EXPECT_TRUE(at::allclose(y.to(at::kDouble), ref, 1e-2, 1e-2));
 }
 
-TEST(Int8Linear, ZeroRowGivesBiasAndNanRowGivesNan) {
+TEST(Int8Linear, ZeroAndTinyRowsGiveBiasAndNanRowGivesNan) {
   const Int8Matrix q = Quantize(at::randn({20, 48}));
   const at::Tensor b = at::randn({20});
   const Linear lin = Linear::Int8(q, b);
-  at::Tensor x = at::randn({3, 48});
+  at::Tensor x = at::randn({4, 48});
   x[0].zero_();
   x[2][7] = std::nanf("");
+  x[3] = at::full({48}, 1e-39f);  // 127 / max overflows fp32: quantized as a zero row
   const at::Tensor y = lin.Forward(x);
   EXPECT_TRUE(at::equal(y[0], b));
+  EXPECT_TRUE(at::equal(y[3], b));
   EXPECT_TRUE(at::isfinite(y[1]).all().item<bool>());
   EXPECT_TRUE(at::isnan(y[2]).all().item<bool>());
 }

@@ -85,7 +85,8 @@ TEST(ReflectionTest, ListsAndResolvesEveryService) {
   reflection::ServerReflectionRequest list;
   list.set_list_services("");
   std::set<std::string> listed;
-  for (const auto& s : Reflect(server, list).list_services_response().service()) listed.insert(s.name());
+  const reflection::ServerReflectionResponse services = Reflect(server, list);
+  for (const auto& s : services.list_services_response().service()) listed.insert(s.name());
   for (const char* service : kServices) {
     EXPECT_TRUE(listed.count(service)) << service;
     reflection::ServerReflectionRequest resolve;
