@@ -71,10 +71,14 @@ at::Tensor VisionEncoder::BlockForward(const Block& block, const at::Tensor& x) 
   const at::Tensor qkv = block.qkv.Forward(block.ln1.Forward(x))  // [N, T, 3D]
                              .view({n, t, 3, heads, hd})
                              .permute({2, 0, 3, 1, 4});           // [3, N, H, T, hd]
-  const at::Tensor attn = Sdpa(qkv[0], qkv[1], qkv[2], at::Tensor())  // [N, H, T, hd]
-                              .transpose(1, 2)
-                              .reshape({n, t, d});
-  const at::Tensor h = x + block.proj.Forward(attn);
+  // One crop at a time: only one crop's fp32 scores [H, T, T] (and their softmax) exist at
+  // once instead of N crops' (~440 MB at 13 crops). Each crop's bmm slices are the same as
+  // in the batched call, so the result is bit-identical.
+  const at::Tensor attn = at::empty({n, t, heads, hd}, x.options());
+  for (int64_t i = 0; i < n; ++i) {
+    attn[i].copy_(Sdpa(qkv[0][i], qkv[1][i], qkv[2][i], at::Tensor()).transpose(0, 1));  // [T, H, hd]
+  }
+  const at::Tensor h = x + block.proj.Forward(attn.view({n, t, d}));
   return h + block.mlp.Forward(block.ln2.Forward(h));
 }
 

@@ -17,9 +17,6 @@
 namespace moondream {
 namespace {
 
-constexpr int64_t kQuantBlockElements = 1 << 20;  // rows per quantization block ~ 1M elements
-constexpr size_t kTrimBytes = 1 << 20;            // malloc_trim after tensors at least this big
-
 at::ScalarType SourceDtype(DType dtype) {
   switch (dtype) {
     case DType::kF16: return at::kHalf;
@@ -50,28 +47,6 @@ const char* ComponentOf(const std::string& path) {
   if (absl::StartsWith(path, "region.")) return "region";
   return "other";
 }
-
-// Merges per-block stats into whole-matrix stats (energies weight the relative errors).
-struct StatsAccumulator {
-  double signal = 0, error = 0, max_abs = 0, clipped = 0;
-  int64_t elements = 0;
-  void Add(const quant::QuantStats& s, double block_signal, int64_t n) {
-    const double err = s.rel_frobenius_error * std::sqrt(block_signal);
-    signal += block_signal;
-    error += err * err;
-    max_abs = std::max(max_abs, s.max_abs_error);
-    clipped += s.clipped_fraction * static_cast<double>(n);
-    elements += n;
-  }
-  quant::QuantStats Result() const {
-    quant::QuantStats s;
-    s.max_abs_error = max_abs;
-    s.rel_frobenius_error = signal > 0 ? std::sqrt(error / signal) : 0;
-    s.sqnr_db = error > 0 ? 10 * std::log10(signal / error) : std::numeric_limits<double>::infinity();
-    s.clipped_fraction = elements > 0 ? clipped / static_cast<double>(elements) : 0;
-    return s;
-  }
-};
 
 }  // namespace
 
@@ -126,7 +101,13 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string
   return store;
 }
 
-WeightStore::~WeightStore() = default;
+WeightStore::~WeightStore() {
+#ifdef __GLIBC__
+  // The store lives for one load: hand the conversion temporaries' free heap back to the OS
+  // once, here, instead of after every tensor (malloc_trim walks every arena).
+  ::malloc_trim(0);
+#endif
+}
 
 size_t WeightStore::total() const { return file_->tensors().size(); }
 
@@ -154,10 +135,6 @@ absl::StatusOr<const TensorView*> WeightStore::Take(const std::string& name,
 
 void WeightStore::Done(const TensorView& view) const {
   file_->Release(view);
-#ifdef __GLIBC__
-  // Hand conversion temporaries back to the OS (keeps RSS near the model size).
-  if (view.nbytes >= kTrimBytes) ::malloc_trim(0);
-#endif
   State& s = *state_;
   ++s.converted;
   const size_t n = total();
@@ -181,25 +158,11 @@ bool WeightStore::QuantizeName(const std::string& name) const {
 
 absl::StatusOr<quant::Int8Matrix> WeightStore::QuantizeRows(const TensorView& view, const std::string& name,
                                                             quant::QuantStats* stats) const {
-  const at::Tensor src = SourceView(view);  // [out, in] fp16/bf16/fp32, on the mmap
-  const int64_t out = view.shape[0], in = view.shape[1];
-  const int64_t block = std::max<int64_t>(1, kQuantBlockElements / std::max<int64_t>(in, 1));
-  quant::Int8Matrix m{at::empty({out, in}, at::kChar), at::empty({out}, at::kFloat)};
-  StatsAccumulator acc;
-  for (int64_t r0 = 0; r0 < out; r0 += block) {
-    const int64_t n = std::min(block, out - r0);
-    const at::Tensor rows = src.narrow(0, r0, n);
-    quant::QuantStats s;
-    auto part = quant::QuantizePerChannel(rows, name, &s);
-    if (!part.ok()) return part.status();
-    m.q.narrow(0, r0, n).copy_(part->q);
-    m.scale.narrow(0, r0, n).copy_(part->scale);
-    acc.Add(s, rows.to(at::kDouble).square().sum().item<double>(), n * in);
-    const size_t row_bytes = static_cast<size_t>(in) * DTypeSize(view.dtype);
-    file_->Release(TensorView{view.name, view.dtype, {n, in}, view.data + r0 * row_bytes, n * row_bytes});
-  }
-  *stats = acc.Result();
-  if (device_.is_cuda()) m = {m.q.to(device_), m.scale.to(device_)};
+  // One parallel pass straight over the mmap'd rows (QuantizePerChannel converts small row
+  // chunks to fp32 in a reused buffer); Done() releases the source pages right after.
+  auto m = quant::QuantizePerChannel(SourceView(view), name, stats);
+  if (!m.ok()) return m.status();
+  if (device_.is_cuda()) return quant::Int8Matrix{m->q.to(device_), m->scale.to(device_)};
   return m;
 }
 
@@ -249,12 +212,13 @@ absl::StatusOr<quant::Linear> WeightStore::Scope::Linear(std::string_view name, 
     if (layer.quantized) {
       auto m = store_->QuantizeRows(**w, label, &layer.stats);
       if (!m.ok()) return m.status();
+      store_->Done(**w);  // drop the source pages before Linear::Int8 packs (its own transient)
       at::Tensor bias = SourceView(**b).to(store_->device_, at::kFloat, false, true);
       linear = quant::Linear::Int8(std::move(*m), bias);
     } else {
       linear = quant::Linear::Dense(store_->Convert(**w), store_->Convert(**b));
+      store_->Done(**w);
     }
-    store_->Done(**w);
     store_->Done(**b);
     store_->Account(label, out * in + out, linear.bytes(), layer.quantized);
     store_->state_->report.layers.push_back(layer);

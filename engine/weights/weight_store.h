@@ -73,7 +73,7 @@ class WeightStore {
     // on the device (fp32 for kFP32 and kINT8, bf16, fp16).
     absl::StatusOr<at::Tensor> Tensor(std::string_view name, std::vector<int64_t> shape) const;
     // name.weight [out, in] + name.bias [out]. INT8 (unless skipped): per-channel int8
-    // quantized row block by row block straight from the fp16 mmap, fp32 bias.
+    // quantized in one parallel pass straight from the fp16 mmap, fp32 bias.
     absl::StatusOr<quant::Linear> Linear(std::string_view name, int64_t out, int64_t in) const;
     // A bare [rows, dim] table (e.g. "wte"); INT8 (unless skipped) quantizes it per row.
     absl::StatusOr<quant::Embedding> Embedding(std::string_view name, int64_t rows,

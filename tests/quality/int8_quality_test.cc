@@ -5,20 +5,28 @@
 //
 // Why the thresholds look the way they do. These are random-weight checkpoints: logits
 // come from a 2.5-gain lm_head with an EOS bias (+9.5 a, +8.3 b) calibrated so that EOS
-// sits within 0.1-1 of the best token on many decisions, and the goldens record decisions
-// with top1-top2 margins down to 3e-4 (README "Near-ties"). A real model's logits are far
-// more peaked, so exact greedy agreement is the wrong bar here: a correct INT8 path still
-// flips a near-tie now and then. The checks therefore use (a) continuous statistics that do
-// not care about ties (embedding cosine, KL), with bounds a few times above the worst value
-// measured on a correct INT8 path and far below what a broken one gives, and (b) decision
-// agreement only where FP32's margin leaves room for the INT8 error, plus aggregate rates.
-// Measured on a correct build (numbers in docs/quantization-quality.md):
-//   embedding cosine >= 0.9993 (a), >= 0.9974 (b); worst row >= 0.996 (a), >= 0.985 (b);
-//   step-0 KL <= 4.1e-4 (a), <= 2.7e-3 (b); teacher-forced KL mean <= 1e-3 (a), 3.3e-3 (b);
-//   teacher-forced top-1 agreement >= 98% per checkpoint; first detect/point decision and
-//   first x bin equal everywhere except near-ties.
-// A break-it check (every INT8 scale x1.1, see the docs) drives cosine to ~0.99, step-0
-// KL to ~1e-2..1e-1 and flips first objects: every bound below fails.
+// sits close to the best token on many decisions, and the goldens record decisions with
+// top1-top2 margins down to 3e-4 (fixtures README, "Near-ties"). Teacher-forced sequences
+// are full of such near-ties, so a correct INT8 path (INT8 weights, per-token INT8
+// activations, bf16 KV cache) flips some argmaxes; a real model's logits are far more
+// peaked, so these tiny checkpoints are the harsher test. The checks therefore rest on
+// continuous statistics that do not care about ties (embedding cosine, KL), and demand
+// equal decisions only where the FP32 margin leaves room for the INT8 logit error.
+// Measured (2026-11-26, this build, full table in docs/quantization-quality.md):
+//                                correct INT8          every INT8 scale x1.1 (broken)
+//   embedding cosine, min        0.99789 a / 0.99430 b  max 0.9905 a / 0.9787 b
+//   worst-row cosine, min        0.9961 a / 0.9467 b    max 0.9846 a / 0.9740 b
+//   step-0 KL, max               0.0104 a / 0.0271 b    min 0.104 a / 0.0965 b
+//   teacher-forced KL mean, max  0.0112 a / 0.0257 b    min 0.104 a / 0.0945 b
+//   step-0 top-1 flips at FP32 margin <= 0.18               flips at margins up to 1.47
+//   teacher-forced top-1 rate    93.0% a / 99.0% b      30% a / 55% b
+//   detect/point first decision  all equal                  4 differ
+//   object 0 x bin |delta|       0 everywhere               124..423 bins on 9 pairs
+// Each bound sits ~2.5x above the worst correct value and below the best broken one
+// (public-b's worst-row cosine excepted: gray img6 overlaps, so there the bound only
+// guards against gross breaks). Object counts and later objects are reported, not
+// asserted: after the first near-tie coordinate both runs follow different, equally valid
+// greedy paths (count mismatches 20/13, 18/14, 1/20 occur on a correct INT8 path).
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -39,19 +47,23 @@ namespace {
 using quality::ImageStats;
 
 struct Thresholds {
-  double min_embed_cosine;      // flattened [729, D]
-  double min_row_cosine;        // worst of the 729 rows
-  double max_kl0;               // step-0 KL(P||Q), nats
-  double max_kl_mean;           // mean KL over teacher-forced steps, per task
-  double min_agreement;         // teacher-forced top-1, over the whole checkpoint
-  double decision_margin;       // FP32 step-0 margin above which top-1 must agree
+  double min_embed_cosine;  // flattened [729, D]
+  double min_row_cosine;    // worst of the 729 rows
+  double max_kl0;           // step-0 KL(P||Q), nats
+  double max_kl_mean;       // mean KL over teacher-forced steps, per task
+  double min_agreement;     // teacher-forced top-1 rate over the whole checkpoint
 };
+// FP32 step-0 margin above which INT8 must pick the same token (flips seen <= 0.18).
+constexpr double kDecisionMargin = 0.3;
+// Object 0's x bin may move to a neighbour (adjacent bins of the random coordinate
+// decoder are near-ties); a broken path lands 100+ bins away.
+constexpr int kMaxFirstXBinDelta = 2;
 
 // public-b has half the widths (enc 32, D 64): fewer terms average out the rounding
-// error, so its measured errors are ~3-6x those of public-a; bounds scale with them.
+// error, so its errors are ~2-3x those of public-a; its bounds scale with them.
 Thresholds ThresholdsFor(const std::string& set) {
-  if (set == "public-a") return {0.998, 0.99, 2e-3, 4e-3, 0.95, 0.05};
-  return {0.994, 0.97, 1e-2, 1.5e-2, 0.95, 0.1};
+  if (set == "public-a") return {0.995, 0.99, 0.03, 0.03, 0.85};
+  return {0.99, 0.93, 0.06, 0.06, 0.9};
 }
 
 std::string ReadBytes(const std::string& path) {
@@ -103,19 +115,15 @@ void CheckImage(const ImageStats& s, const Thresholds& t) {
     SCOPED_TRACE(text.task);
     EXPECT_LE(text.kl0, t.max_kl0);
     EXPECT_LE(text.kl_mean, t.max_kl_mean);
-    if (text.margin0 > t.decision_margin) {
+    if (text.margin0 > kDecisionMargin) {
       EXPECT_TRUE(text.top1_0);
     }
   }
   for (const auto& region : s.regions) {
     SCOPED_TRACE(region.task);
-    // Object-vs-EOS at the prompt: the EOS bias puts it within ~0.1-1 of the best token on
-    // these checkpoints, well above the step-0 logit error (<= ~0.03 measured).
-    EXPECT_TRUE(region.first_decision);
-    // Object 0's x bin depends on the prompt only. Neighbouring bins of the random
-    // coord decoder are near-ties; a broken path lands anywhere among the bins.
+    EXPECT_TRUE(region.first_decision);  // object vs EOS at the prompt
     if (region.first_x_bin_delta >= 0) {
-      EXPECT_LE(region.first_x_bin_delta, 2);
+      EXPECT_LE(region.first_x_bin_delta, kMaxFirstXBinDelta);
     }
   }
 }
@@ -126,7 +134,8 @@ TEST_P(Int8Quality, MatchesFp32WithinThresholds) {
   const std::string set = GetParam();
   const Thresholds t = ThresholdsFor(set);
   const Pair& models = Models(FixturesDir() + "/" + set + "/ckpt");
-  quality::CompareOptions options;  // 20 tokens (the goldens' budget), 20 objects
+  quality::CompareOptions options;  // 20 tokens (the goldens' budget)
+  options.max_objects = 10;        // first objects only: later ones diverge anyway
   std::vector<ImageStats> rows;
   int agree = 0, steps = 0;
   for (const auto& [name, file] : Images(set)) {

@@ -156,8 +156,23 @@ TEST(WeightStore, Int8QuantizesLinearsExceptSkipped) {
   EXPECT_FALSE(s.worst_layer.empty());
 }
 
+TEST(WeightStore, Int8TableEqualsIndependentReferenceExactly) {
+  // 51200 rows: many parallel row chunks (SIMD kernel where the CPU has it). Reference from
+  // the hand-decoded fp16: scale = fp32(max|w| / 127), q = round-half-even(w / scale) in fp64.
+  auto store = OpenStore({Precision::kINT8});
+  auto wte = store->Root().Sub("text").Embedding("wte", 51200, 128);
+  ASSERT_TRUE(wte.ok()) << wte.status();
+  const at::Tensor w = ReferenceFp32("model.text.wte").to(at::kDouble);
+  const at::Tensor scale = (w.abs().amax(1, true) / 127).to(at::kFloat).to(at::kDouble);
+  const at::Tensor q = (w / scale).round().clamp(-127, 127);  // at::round: half to even
+  const at::Tensor ref = (q.to(at::kFloat) * scale.to(at::kFloat)).to(at::kFloat);
+  const at::Tensor got = wte->Lookup(at::arange(51200, at::kLong), at::kFloat);
+  EXPECT_TRUE(at::equal(got, ref)) << (got - ref).abs().max().item<float>();
+}
+
 TEST(WeightStore, Int8StatsMatchWholeMatrixQuantization) {
-  // lm_head is 51200 rows: quantized in many row blocks, stats merged; compare with one shot.
+  // lm_head is 51200 rows: quantized in many parallel row chunks, stats merged; compare with
+  // one shot over the hand-decoded fp32 copy.
   auto store = OpenStore({Precision::kINT8});
   ASSERT_TRUE(store->Root().Sub("text").Linear("lm_head", 51200, 128).ok());
   const quant::QuantStats merged = store->report().layers.at(0).stats;
