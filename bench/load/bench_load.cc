@@ -5,12 +5,15 @@
 // in the load, peak RSS during the load (getrusage ru_maxrss, from process start) and RSS
 // once loaded. With --image it then captions that image once (greedy, --max-tokens, default
 // 16) and adds the end-to-end peak RSS (process start -> load -> one caption) and the
-// caption's CPU seconds. Progress goes to stderr.
+// caption's CPU seconds, plus the peak RSS of each inference phase alone (VmHWM, reset through
+// /proc/self/clear_refs after the load and after the image encode; that also resets
+// ru_maxrss, so the end-to-end peak is the max of the three phases). Progress on stderr.
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -42,17 +45,33 @@ double RssGib() {
   return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 30);
 }
 
+// Peak RSS (VmHWM) since the last ResetPeak(), in GiB.
+double PhasePeakGib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1024.0 * 1024.0);  // kB
+  }
+  return 0;
+}
+
+void ResetPeak() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
 // One greedy caption of `path`; returns false (after printing why) on failure.
-bool Caption(const Moondream& model, const std::string& path, int max_tokens) {
+// `phase_peaks` gets the encode and the run peak RSS.
+bool Caption(const Moondream& model, const std::string& path, int max_tokens, double phase_peaks[2]) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream bytes;
   bytes << in.rdbuf();
+  ResetPeak();
   auto image = model.Encode(bytes.str(), RunContext{});
+  phase_peaks[0] = PhasePeakGib();
   if (!image.ok()) {
     std::cerr << "encode: " << image.status() << "\n";
     return false;
   }
   std::cerr << "bench_load: image encoded, rss " << RssGib() << " GiB\n";
+  ResetPeak();
   Request request;
   request.task = Task::kCaption;
   request.settings.max_tokens = max_tokens;
@@ -61,6 +80,7 @@ bool Caption(const Moondream& model, const std::string& path, int max_tokens) {
     std::cerr << "caption: " << result.status() << "\n";
     return false;
   }
+  phase_peaks[1] = PhasePeakGib();
   return true;
 }
 
@@ -91,10 +111,13 @@ int Bench(const std::map<std::string, std::string>& args) {
               rss_loaded);
   if (args.count("image")) {
     std::cerr << "bench_load: loaded in " << load_s << " s; captioning " << args.at("image") << "\n";
-    if (!Caption(**model, args.at("image"), std::stoi(arg("max-tokens", "16")))) return 1;
+    double peaks[2] = {0, 0};
+    if (!Caption(**model, args.at("image"), std::stoi(arg("max-tokens", "16")), peaks)) return 1;
     const Usage done = Now();
-    std::printf(", \"caption_cpu_s\": %.2f, \"end_to_end_peak_rss_gib\": %.3f, \"final_rss_gib\": %.3f",
-                done.user_s + done.sys_s - loaded.user_s - loaded.sys_s, done.peak_gib, RssGib());
+    std::printf(", \"caption_cpu_s\": %.2f, \"encode_peak_rss_gib\": %.3f, \"run_peak_rss_gib\": %.3f, "
+                "\"end_to_end_peak_rss_gib\": %.3f, \"final_rss_gib\": %.3f",
+                done.user_s + done.sys_s - loaded.user_s - loaded.sys_s, peaks[0], peaks[1],
+                std::max({loaded.peak_gib, peaks[0], peaks[1]}), RssGib());
   }
   std::printf("}\n");
   return 0;

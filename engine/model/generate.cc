@@ -33,14 +33,25 @@ at::Tensor Ids(const std::vector<int32_t>& ids) {
   return at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong);
 }
 
-// Prefills the prompt; returns the raw hidden of its last position ([D]).
-absl::StatusOr<at::Tensor> PrefillPrompt(const Language& lm, const std::vector<int32_t>& prompt,
-                                         DecodeState& state, Result& result,
-                                         GenerationTaps* taps) {
+// The prompt's last position: raw hidden [D] (for the region head) and logits [vocab].
+struct PromptLast {
+  at::Tensor hidden;
+  at::Tensor logits;
+};
+
+// Prefills the prompt (both loops start here); its time, first logits included, is prefill.
+absl::StatusOr<PromptLast> PrefillPrompt(const Language& lm, const std::vector<int32_t>& prompt,
+                                         DecodeState& state, const RunContext& ctx,
+                                         Result& result, GenerationTaps* taps) {
+  MD_RETURN_IF_ERROR(ctx.CheckAlive());
   const Clock::time_point start = Clock::now();
   MD_ASSIGN_OR_RETURN(at::Tensor h, Step(lm, lm.text.Embed(Ids(prompt)), state));
-  at::Tensor last = h[h.size(0) - 1];
-  if (taps != nullptr) taps->prompt_hidden_last = last;
+  PromptLast last{h[h.size(0) - 1], {}};
+  last.logits = lm.text.Logits(last.hidden);
+  if (taps != nullptr) {
+    taps->prompt_hidden_last = last.hidden;
+    taps->logits0 = last.logits;
+  }
   result.timings.prefill_ms += MsSince(start);
   return last;
 }
@@ -60,14 +71,11 @@ absl::Status GenerateText(const Language& lm, const std::vector<int32_t>& prompt
                           GenerationTaps* taps) {
   const Clock::time_point start = Clock::now();
   const int32_t eos = lm.config.tokenizer.eos_id;
-  MD_RETURN_IF_ERROR(ctx.CheckAlive());
-  MD_ASSIGN_OR_RETURN(at::Tensor h, PrefillPrompt(lm, prompt, state, result, taps));
+  MD_ASSIGN_OR_RETURN(const PromptLast last, PrefillPrompt(lm, prompt, state, ctx, result, taps));
   const Clock::time_point decode_start = Clock::now();
-  at::Tensor logits = lm.text.Logits(h);
-  if (taps != nullptr) taps->logits0 = logits;
   Sampler sampler(settings);
   Utf8StreamDecoder utf8;
-  int32_t token = sampler.Next(logits);
+  int32_t token = sampler.Next(last.logits);
   while (token != eos && static_cast<int>(result.token_ids.size()) < max_tokens) {
     result.token_ids.push_back(token);
     EmitText(utf8.Push(lm.tokenizer.TokenBytes(token)), ctx, result);
@@ -75,7 +83,7 @@ absl::Status GenerateText(const Language& lm, const std::vector<int32_t>& prompt
     // The reference runs one more step after the last allowed token and discards it.
     if (static_cast<int>(result.token_ids.size()) == max_tokens) break;
     MD_RETURN_IF_ERROR(ctx.CheckAlive());
-    MD_ASSIGN_OR_RETURN(h, Step(lm, lm.text.Embed(Ids({token})), state));
+    MD_ASSIGN_OR_RETURN(const at::Tensor h, Step(lm, lm.text.Embed(Ids({token})), state));
     token = sampler.Next(lm.text.Logits(h[0]));
   }
   EmitText(utf8.Finish(), ctx, result);
@@ -139,14 +147,12 @@ absl::Status GenerateRegions(const Language& lm, const std::vector<int32_t>& pro
                              const RunContext& ctx, Result& result, GenerationTaps* taps) {
   const Clock::time_point start = Clock::now();
   const int32_t eos = lm.config.tokenizer.eos_id;
-  MD_RETURN_IF_ERROR(ctx.CheckAlive());
-  MD_ASSIGN_OR_RETURN(at::Tensor h, PrefillPrompt(lm, prompt, state, result, taps));
+  MD_ASSIGN_OR_RETURN(const PromptLast last, PrefillPrompt(lm, prompt, state, ctx, result, taps));
   const Clock::time_point decode_start = Clock::now();
-  at::Tensor logits = lm.text.Logits(h);
-  if (taps != nullptr) taps->logits0 = logits;
+  at::Tensor h = last.hidden;
   // Detect/point are greedy at every revision (spec §6.6, §8); any non-EOS token means
   // "another object" and is never fed back.
-  int32_t token = Argmax(logits);
+  int32_t token = Argmax(last.logits);
   int objects = 0;
   while (token != eos && objects < max_objects) {
     MD_ASSIGN_OR_RETURN(h, DecodeObject(lm, h, with_size, state, ctx, result, taps));

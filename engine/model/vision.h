@@ -39,7 +39,8 @@ class VisionEncoder {
   // crops (from OverlapCrops with CropConfigFor(config)) -> image embeddings
   // [grid², proj_out_dim] in `dtype`, which must be the weights' compute dtype. Pixels are
   // normalised in fp32 ((u8/255 − 0.5)/0.5), then cast to `dtype`. All crops run as one
-  // batch. Throws c10::Error on bad input (callers run it under RunGuarded).
+  // batch, except attention, which runs crop by crop (one crop's scores at a time).
+  // Throws c10::Error on bad input (callers run it under RunGuarded).
   at::Tensor Encode(const Crops& crops, at::ScalarType dtype, VisionTaps* taps = nullptr) const;
 
   // Resident bytes of the weights.
