@@ -129,6 +129,14 @@ struct Callbacks {
   std::function<void(absl::StatusOr<Result>)> on_done;
 };
 
+// Memory one model variant holds beyond its weights (issue 5: attribution per variant).
+struct ModelMemory {
+  std::string model;
+  uint64_t kv_cache_bytes = 0;     // KV caches of its requests running now
+  uint64_t image_cache_bytes = 0;  // its cached image encodings
+  int image_cache_entries = 0;
+};
+
 // Point-in-time engine counters for metrics.
 struct EngineStats {
   int queued = 0;
@@ -136,6 +144,7 @@ struct EngineStats {
   uint64_t image_cache_bytes = 0;
   int image_cache_entries = 0;
   uint64_t kv_cache_bytes = 0;  // KV caches of requests running now
+  std::vector<ModelMemory> models;  // the same, per loaded model
 };
 
 }  // namespace moondream

@@ -221,7 +221,18 @@ EngineStats Engine::Stats() const {
   EngineStats stats;
   stats.queued = s.queued;
   stats.in_flight = s.in_flight;
-  for (const auto& model : impl_->models) stats.kv_cache_bytes += model->request_state_bytes();
+  for (const auto& model : impl_->models) {
+    ModelMemory m;
+    m.model = model->info().name;
+    m.kv_cache_bytes = model->request_state_bytes();
+    const auto usage = c.by_model.find(m.model);
+    if (usage != c.by_model.end()) {
+      m.image_cache_bytes = usage->second.bytes;
+      m.image_cache_entries = usage->second.entries;
+    }
+    stats.kv_cache_bytes += m.kv_cache_bytes;
+    stats.models.push_back(std::move(m));
+  }
   stats.image_cache_bytes = c.bytes;
   stats.image_cache_entries = c.entries;
   return stats;

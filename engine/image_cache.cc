@@ -102,7 +102,15 @@ absl::StatusOr<std::shared_ptr<const EncodedImage>> ImageCache::Lookup(const std
 ImageCache::Stats ImageCache::GetStats() {
   std::lock_guard<std::mutex> lock(mu_);
   ExpireLocked(now_());
-  return Stats{bytes_, static_cast<int>(lru_.size())};
+  Stats stats;
+  stats.bytes = bytes_;
+  stats.entries = static_cast<int>(lru_.size());
+  for (const Entry& e : lru_) {
+    Usage& usage = stats.by_model[e.model];
+    usage.bytes += e.bytes;
+    ++usage.entries;
+  }
+  return stats;
 }
 
 }  // namespace moondream

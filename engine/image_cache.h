@@ -39,9 +39,12 @@ class ImageCache {
   absl::StatusOr<std::shared_ptr<const EncodedImage>> Lookup(const std::string& model,
                                                              const std::string& handle);
 
-  struct Stats {
+  struct Usage {
     uint64_t bytes = 0;
     int entries = 0;
+  };
+  struct Stats : Usage {
+    std::map<std::string, Usage> by_model;
   };
   // Current usage, after dropping expired entries.
   Stats GetStats();

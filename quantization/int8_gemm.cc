@@ -159,19 +159,27 @@ PackedWeight PackWeight(const at::Tensor& q) {
   const int64_t panels = (w.n + kPanel - 1) / kPanel;
   const int64_t total = panels == 0 ? 0 : ((panels - 1) * kPanel + PanelWidth(w.n, panels - 1)) * w.k4 * 4;
   w.data = at::zeros({total}, at::kChar);
+  // 128 * sum of each row: the u8 activation offset's correction, summed while
+  // reordering (a qc.sum() would first widen the whole matrix to int32).
+  w.row_sum = at::empty({w.n}, at::kInt);
   const int8_t* src = qc.data_ptr<int8_t>();
   int8_t* dst = w.data.data_ptr<int8_t>();
+  int32_t* row_sum = w.row_sum.data_ptr<int32_t>();
   at::parallel_for(0, panels, 1, [&](int64_t pb, int64_t pe) {
     for (int64_t p = pb; p < pe; ++p) {
       const int64_t width = PanelWidth(w.n, p);
       int8_t* panel = dst + p * kPanel * w.k4 * 4;
       for (int64_t c = 0; c < std::min(width, w.n - p * kPanel); ++c) {
         const int8_t* row = src + (p * kPanel + c) * w.k;
-        for (int64_t kk = 0; kk < w.k; ++kk) panel[(kk / 4) * width * 4 + c * 4 + kk % 4] = row[kk];
+        int32_t sum = 0;
+        for (int64_t kk = 0; kk < w.k; ++kk) {
+          panel[(kk / 4) * width * 4 + c * 4 + kk % 4] = row[kk];
+          sum += row[kk];
+        }
+        row_sum[p * kPanel + c] = 128 * sum;
       }
     }
   });
-  w.row_sum = qc.sum(1, /*keepdim=*/false, at::kInt).mul_(128);
   return w;
 }
 

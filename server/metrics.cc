@@ -90,6 +90,14 @@ Metrics::Metrics()
                           .Help("KV-cache memory of the requests running now")
                           .Register(*registry_)
                           .Add({})),
+      model_kv_cache_bytes_(BuildGauge()
+                                .Name("moondream_model_kv_cache_bytes")
+                                .Help("KV-cache memory of one model's requests running now")
+                                .Register(*registry_)),
+      model_image_cache_bytes_(BuildGauge()
+                                   .Name("moondream_model_image_cache_bytes")
+                                   .Help("Memory of one model's cached image encodings")
+                                   .Register(*registry_)),
       resident_memory_(BuildGauge()
                            .Name("moondream_process_resident_memory_bytes")
                            .Help("Resident set size of the server process")
@@ -187,6 +195,11 @@ void Metrics::RefreshEngineGauges() const {
   image_cache_bytes_.Set(static_cast<double>(stats.image_cache_bytes));
   image_cache_entries_.Set(stats.image_cache_entries);
   kv_cache_bytes_.Set(static_cast<double>(stats.kv_cache_bytes));
+  for (const ModelMemory& m : stats.models) {
+    model_kv_cache_bytes_.Add({{"model", m.model}}).Set(static_cast<double>(m.kv_cache_bytes));
+    model_image_cache_bytes_.Add({{"model", m.model}})
+        .Set(static_cast<double>(m.image_cache_bytes));
+  }
 }
 
 void Metrics::ObserveRequest(const RequestOutcome& outcome) {

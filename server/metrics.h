@@ -66,6 +66,8 @@ class Metrics {
   prometheus::Gauge& image_cache_bytes_;
   prometheus::Gauge& image_cache_entries_;
   prometheus::Gauge& kv_cache_bytes_;
+  prometheus::Family<prometheus::Gauge>& model_kv_cache_bytes_;
+  prometheus::Family<prometheus::Gauge>& model_image_cache_bytes_;
   prometheus::Gauge& resident_memory_;
   prometheus::Family<prometheus::Gauge>& weight_bytes_;
   prometheus::Family<prometheus::Gauge>& parameters_;

@@ -69,6 +69,20 @@ TEST_F(ImageCacheTest, EvictsLeastRecentlyUsedToStayWithinBudget) {
   EXPECT_TRUE(cache.Lookup("test", d).ok());
 }
 
+TEST_F(ImageCacheTest, UsageIsAttributedToEachModel) {
+  ImageCache cache = MakeCache(1000);
+  ASSERT_TRUE(cache.Insert("moondream2", Image(40)).ok());
+  ASSERT_TRUE(cache.Insert("moondream2", Image(30)).ok());
+  ASSERT_TRUE(cache.Insert("moondream2-int8", Image(20)).ok());
+  const ImageCache::Stats stats = cache.GetStats();
+  EXPECT_EQ(stats.bytes, 90u);
+  ASSERT_EQ(stats.by_model.size(), 2u);
+  EXPECT_EQ(stats.by_model.at("moondream2").bytes, 70u);
+  EXPECT_EQ(stats.by_model.at("moondream2").entries, 2);
+  EXPECT_EQ(stats.by_model.at("moondream2-int8").bytes, 20u);
+  EXPECT_EQ(stats.by_model.at("moondream2-int8").entries, 1);
+}
+
 TEST_F(ImageCacheTest, ImageLargerThanBudgetIsRejected) {
   ImageCache cache = MakeCache(100);
   std::string a = *cache.Insert("test", Image(60));

@@ -102,6 +102,15 @@ def main():
         res = query(prom, 'moondream_model_weight_bytes{component="text"}')
         precisions = {r["metric"]["model"]: r["metric"]["precision"] for r in res["data"]["result"]}
         assert precisions == {"moondream2": "fp32", "moondream2-int8": "int8"}, precisions
+        encoded = stub.EncodeImage(pb2.EncodeImageRequest(model="moondream2-int8", image=image.data),
+                                   timeout=120)
+        res = query(prom, "moondream_model_image_cache_bytes")
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(float(r["value"][1]) > 0 for r in res["data"]["result"]):
+            time.sleep(1)
+            res = query(prom, "moondream_model_image_cache_bytes")
+        cached = {r["metric"]["model"]: float(r["value"][1]) for r in res["data"]["result"]}
+        assert cached == {"moondream2": 0.0, "moondream2-int8": float(encoded.cached_bytes)}, cached
         with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
             _, families = parse_metrics(resp.read().decode())
         check_dashboard(prom, families)
