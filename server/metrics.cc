@@ -1,13 +1,11 @@
 #include "server/metrics.h"
 
-#include <unistd.h>
-
-#include <fstream>
 #include <utility>
 
 #include <prometheus/text_serializer.h>
 
 #include "absl/status/status.h"
+#include "engine/process_memory.h"
 
 namespace moondream::server {
 namespace {
@@ -32,13 +30,6 @@ const Histogram::BucketBoundaries& TokenRateBuckets() {
 }
 
 // Resident set size from /proc/self/statm (second field, in pages); 0 if unreadable.
-double ResidentBytes() {
-  std::ifstream statm("/proc/self/statm");
-  long size_pages = 0, resident_pages = 0;
-  if (!(statm >> size_pages >> resident_pages)) return 0;
-  return static_cast<double>(resident_pages) * static_cast<double>(sysconf(_SC_PAGESIZE));
-}
-
 }  // namespace
 
 Metrics::Metrics()
@@ -186,7 +177,7 @@ void Metrics::PublishModel(const ModelInfo& info) {
 }
 
 void Metrics::RefreshEngineGauges() const {
-  resident_memory_.Set(ResidentBytes());
+  resident_memory_.Set(static_cast<double>(ResidentBytes()));
   const Engine* engine = engine_.load();
   if (engine == nullptr) return;
   const EngineStats stats = engine->Stats();

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 
+#include "engine/process_memory.h"
 #include "engine/model/moondream.h"
 
 namespace moondream {
@@ -38,12 +39,7 @@ Usage Now() {
   return {secs(u.ru_utime), secs(u.ru_stime), u.ru_maxrss / (1024.0 * 1024.0)};  // KiB -> GiB
 }
 
-double RssGib() {
-  std::ifstream statm("/proc/self/statm");
-  long pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 30);
-}
+double RssGib() { return static_cast<double>(ResidentBytes()) / (1 << 30); }
 
 // Peak RSS (VmHWM) since the last ResetPeak(), in GiB.
 double PhasePeakGib() {

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 
+#include "engine/process_memory.h"
 #include "engine/model/moondream.h"
 #include "engine/model/sampling.h"
 #include "engine/model/torch_compat.h"
@@ -27,12 +28,7 @@
 namespace moondream {
 namespace {
 
-double RssMb() {
-  std::ifstream statm("/proc/self/statm");
-  long pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
-}
+double RssMb() { return static_cast<double>(ResidentBytes()) / (1 << 20); }
 
 double PeakRssMb() {
   rusage usage{};
