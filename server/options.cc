@@ -11,6 +11,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -140,6 +141,12 @@ absl::StatusOr<ServerOptions> ServerFromFlags() {
 }  // namespace
 
 absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
+  // --help lists the flags defined in this file (absl's default looks for main.cc).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "server/options");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "moondream-server: gRPC inference server for Moondream2.\n"
       "Every flag may also be set as MOONDREAM_<FLAG_UPPER>; the command line wins.");
