@@ -25,30 +25,7 @@ namespace {
 
 constexpr double kHiddenAtol = 1e-4, kLogitAtol = 2e-4, kRtol = 1e-4;
 
-struct Case {
-  GoldenSet set;
-  std::string image;
-};
-
-std::vector<Case> AllCases() {
-  std::vector<Case> cases;
-  for (const GoldenSet& set : AllGoldenSets()) {
-    const nlohmann::json golden = ReadJson(set.golden_dir + "/golden.json");
-    for (const auto& item : golden["images"].items()) cases.push_back({set, item.key()});
-  }
-  return cases;
-}
-
-// Readable test names in gtest/ctest output instead of the bytes of the struct.
-void PrintTo(const Case& c, std::ostream* os) { *os << c.set.name << "/" << c.image; }
-
-std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
-  std::string name = info.param.set.name + "_" + info.param.image;
-  for (char& c : name) {
-    if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-  }
-  return name;
-}
+using Case = GoldenCase;
 
 // One loaded fp32 language model per checkpoint, shared by the cases.
 const Language& Fp32Language(const std::string& ckpt_dir) {
@@ -225,7 +202,8 @@ TEST_P(DecoderParity, RegionTasks) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, DecoderParity, ::testing::ValuesIn(AllCases()), CaseName);
+INSTANTIATE_TEST_SUITE_P(Fixtures, DecoderParity, ::testing::ValuesIn(AllGoldenCases()),
+                         [](const auto& info) { return GoldenCaseName(info.param); });
 
 }  // namespace
 }  // namespace moondream::testing

@@ -18,34 +18,7 @@
 namespace moondream::testing {
 namespace {
 
-struct Case {
-  GoldenSet set;
-  std::string image;
-  std::string file;
-};
-
-std::vector<Case> AllCases() {
-  std::vector<Case> cases;
-  for (const GoldenSet& set : AllGoldenSets()) {
-    const nlohmann::json golden = ReadJson(set.golden_dir + "/golden.json");
-    const std::string images = set.name == "real" ? "/real/images/" : "/images/";
-    for (const auto& item : golden["images"].items()) {
-      cases.push_back({set, item.key(), FixturesDir() + images + item.value()["file"].get<std::string>()});
-    }
-  }
-  return cases;
-}
-
-// Readable test names in gtest/ctest output instead of the bytes of the struct.
-void PrintTo(const Case& c, std::ostream* os) { *os << c.set.name << "/" << c.image; }
-
-std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
-  std::string name = info.param.set.name + "_" + info.param.image;
-  for (char& c : name) {
-    if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-  }
-  return name;
-}
+using Case = GoldenCase;
 
 std::string ReadBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -135,7 +108,8 @@ TEST_P(EndToEnd, MatchesGoldens) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, EndToEnd, ::testing::ValuesIn(AllCases()), CaseName);
+INSTANTIATE_TEST_SUITE_P(Fixtures, EndToEnd, ::testing::ValuesIn(AllGoldenCases()),
+                         [](const auto& info) { return GoldenCaseName(info.param); });
 
 TEST(LoadMoondream, FillsModelInfo) {
   MoondreamOptions options;

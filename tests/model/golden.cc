@@ -1,5 +1,6 @@
 #include "tests/model/golden.h"
 
+#include <cctype>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -68,5 +69,27 @@ absl::StatusOr<LoadedLanguage> LoadLanguage(const std::string& ckpt_dir, Precisi
 double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>();
 }
+
+std::vector<GoldenCase> AllGoldenCases() {
+  std::vector<GoldenCase> cases;
+  for (const GoldenSet& set : AllGoldenSets()) {
+    const nlohmann::json golden = ReadJson(set.golden_dir + "/golden.json");
+    const std::string images = set.name == "real" ? "/real/images/" : "/images/";
+    for (const auto& item : golden["images"].items()) {
+      cases.push_back({set, item.key(), FixturesDir() + images + item.value()["file"].get<std::string>()});
+    }
+  }
+  return cases;
+}
+
+std::string GoldenCaseName(const GoldenCase& c) {
+  std::string name = c.set.name + "_" + c.image;
+  for (char& ch : name) {
+    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return name;
+}
+
+void PrintTo(const GoldenCase& c, std::ostream* os) { *os << c.set.name << "/" << c.image; }
 
 }  // namespace moondream::testing

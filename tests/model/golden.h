@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,18 @@ struct GoldenSet {
   std::string golden_dir;  // .../public-a/golden
 };
 std::vector<GoldenSet> AllGoldenSets();  // public-a, public-b, real (public-a checkpoint)
+
+// One image of one golden set: the unit of the parameterised parity tests.
+struct GoldenCase {
+  GoldenSet set;
+  std::string image;  // key in golden.json "images"
+  std::string file;   // the image file
+};
+std::vector<GoldenCase> AllGoldenCases();
+// "public_a_img0_378x378": a valid gtest parameter name.
+std::string GoldenCaseName(const GoldenCase& c);
+// Readable gtest output instead of the bytes of the struct.
+void PrintTo(const GoldenCase& c, std::ostream* os);
 std::string FixturesDir();
 
 nlohmann::json ReadJson(const std::string& path);
