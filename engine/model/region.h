@@ -5,7 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
-#include "engine/model/text.h"
+#include "engine/model/layers.h"
 #include "engine/weights/config.h"
 #include "engine/weights/weight_store.h"
 #include "quantization/linear.h"

@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/image/image.h"
-#include "engine/model/text.h"
+#include "engine/model/layers.h"
 #include "engine/weights/config.h"
 #include "engine/weights/weight_store.h"
 #include "quantization/linear.h"
