@@ -36,7 +36,7 @@ absl::StatusOr<Encoded> Encode(const Moondream& model, std::string_view bytes) {
 at::Tensor GreedyLogits(const Language& lm, const KvCache& prefix,
                         const std::vector<int32_t>& prompt, int n,
                         std::vector<int32_t>* tokens) {
-  KvCache cache = KvCache::CopyOf(
+  KvCache cache = KvCache::Extend(
       prefix, prefix.length() + static_cast<int64_t>(prompt.size()) + n);
   int64_t pos = prefix.length();
   at::Tensor h = lm.text.Prefill(lm.text.Embed(Ids(prompt)), pos, cache);
@@ -57,7 +57,7 @@ at::Tensor ForcedLogits(const Language& lm, const KvCache& prefix,
                         const std::vector<int32_t>& prompt, const std::vector<int32_t>& tokens) {
   std::vector<int32_t> ids = prompt;
   ids.insert(ids.end(), tokens.begin(), tokens.end() - 1);
-  KvCache cache = KvCache::CopyOf(prefix, prefix.length() + static_cast<int64_t>(ids.size()));
+  KvCache cache = KvCache::Extend(prefix, prefix.length() + static_cast<int64_t>(ids.size()));
   const at::Tensor h = lm.text.Prefill(lm.text.Embed(Ids(ids)), prefix.length(), cache);
   std::vector<at::Tensor> steps;
   for (size_t i = 0; i < tokens.size(); ++i) {

@@ -26,7 +26,7 @@ struct GenerationTaps {
   at::Tensor encode_size;            // first object (detect): embedding [D] fed back
 };
 
-// A request's private decoder state: its copy of the prefix cache and the next position.
+// A request's private decoder state: its cache (extending the shared prefix) and the next position.
 struct DecodeState {
   KvCache cache;
   int64_t pos = 0;

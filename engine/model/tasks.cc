@@ -104,7 +104,7 @@ absl::StatusOr<Result> RunTask(const Language& lm, const Request& request,
   }
   const int64_t needed = start + static_cast<int64_t>(prompt.size()) +
                          StepBudget(request, max_tokens, max_objects);
-  DecodeState state{KvCache::CopyOf(prefix, std::min(max_context, needed)), start};
+  DecodeState state{KvCache::Extend(prefix, std::min(max_context, needed)), start};
   const LiveBytes live(live_state_bytes, state.cache.bytes());
 
   Result result;

@@ -1,5 +1,5 @@
 // Moondream2 task procedures on top of the decoder (spec §6.1-§6.6): the image prefix
-// prefill, prompt construction and one request's run on a private copy of the prefix cache.
+// prefill, prompt construction and one request's run on a cache extending the image prefix.
 #pragma once
 
 #include <atomic>
@@ -30,7 +30,7 @@ absl::StatusOr<KvCache> PrefillImage(const Language& lm, const at::Tensor& image
 // object is tokenised as given (no leading space, this revision).
 absl::StatusOr<std::vector<int32_t>> BuildPrompt(const Language& lm, const Request& request);
 
-// Runs the request on a private copy of `prefix` (copy-on-use; `prefix` is never written).
+// Runs the request on a cache that extends `prefix` (read-only, shared, never copied).
 // Fills text/token_ids or boxes/points, usage, finish_reason and the prefill/decode/TTFT
 // timings. `live_state_bytes` (optional) holds the bytes of the request's KV cache while
 // it runs (added after allocation, subtracted on return).

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "engine/model/attention.h"
 #include "engine/model/status_macros.h"
 #include "engine/model/torch_compat.h"
 
@@ -75,8 +76,7 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
                              .permute({1, 2, 0, 3});              // [3, H, T, hd]
   const at::Tensor q = Rotary(qkv[0], pos), k = Rotary(qkv[1], pos);
   cache.Write(layer, pos, k, qkv[2]);
-  const at::Tensor attn = Sdpa(q, cache.Keys(layer, pos + t), cache.Values(layer, pos + t),
-                               mask)                              // [H, T, hd]
+  const at::Tensor attn = CachedAttention(q, cache.Segments(layer, pos + t), mask)  // [H, T, hd]
                               .permute({1, 0, 2})
                               .reshape({t, config_.dim});
   // Reference order: (h + attn) first, then + mlp (spec §5.1).

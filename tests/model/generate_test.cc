@@ -1,6 +1,6 @@
 // Control flow of the decoding loops on the public-a fixture (golden image_embeds):
-// streaming, cancellation within one token, deadlines, context overflow, copy-on-use of
-// the prefix cache, per-request cache sizing, max_tokens, and a bf16 run.
+// streaming, cancellation within one token, deadlines, context overflow, the shared
+// read-only prefix cache, per-request cache sizing, max_tokens, and a bf16 run.
 #include <atomic>
 #include <string>
 #include <vector>
@@ -158,7 +158,7 @@ TEST_F(GenerateTest, GenerationBeyondContextIsOutOfRange) {
   }
 }
 
-TEST_F(GenerateTest, PrefixIsCopiedOnUseAndCacheSizedToTheRequest) {
+TEST_F(GenerateTest, PrefixIsSharedReadOnlyAndCacheSizedToTheRequest) {
   const at::Tensor before = prefix_->data().clone();
   std::atomic<uint64_t> live{0};
   uint64_t seen = 0;
@@ -170,9 +170,10 @@ TEST_F(GenerateTest, PrefixIsCopiedOnUseAndCacheSizedToTheRequest) {
   EXPECT_EQ(first->token_ids, second->token_ids);
   EXPECT_TRUE(at::equal(before, prefix_->data()));
   EXPECT_EQ(live.load(), 0u);
-  // [L, 2, 1, H, 730 + 5 prompt + 20, hd] fp32, not the full 2048-position context.
+  // Own storage [L, 2, 1, H, 5 prompt + 20, hd] fp32: neither a copy of the 730-position
+  // prefix nor the full 2048-position context.
   const TextConfig& c = lm().config.text;
-  const uint64_t positions = c.prefix_attn + 5 + 20;
+  const uint64_t positions = 5 + 20;
   EXPECT_EQ(seen, 4ull * c.n_layers * 2 * c.n_heads * positions * c.head_dim());
 }
 

@@ -1,0 +1,179 @@
+#include "engine/model/attention.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/Parallel.h>
+
+#include "engine/model/torch_compat.h"
+
+#define MOONDREAM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+namespace moondream {
+namespace {
+
+constexpr int64_t kLanes = 16;
+constexpr int64_t kMaxChunks = 16;                // head_dim <= 256 for the fused kernel
+constexpr int64_t kScoreBudgetBytes = 8ll << 20;  // fp32 scores per attention call
+
+bool CpuHasAvx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+// One segment of one layer's cache as raw rows: row j of head h starts at
+// base + h * head_stride + j * row_stride (elements).
+struct Rows {
+  const void* keys;
+  const void* values;
+  int64_t n, head_stride, row_stride;
+};
+
+__mmask16 TailMask(int64_t remaining) {
+  return remaining >= kLanes ? static_cast<__mmask16>(0xffff)
+                             : static_cast<__mmask16>((1u << remaining) - 1);
+}
+
+template <typename T>
+MOONDREAM_AVX512 __m512 Load(const T* p, __mmask16 m);
+
+template <>
+MOONDREAM_AVX512 __m512 Load<float>(const float* p, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+
+template <>
+MOONDREAM_AVX512 __m512 Load<c10::BFloat16>(const c10::BFloat16* p, __mmask16 m) {
+  const __m256i h = _mm256_maskz_loadu_epi16(m, p);  // bf16 = the high half of an fp32
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// scores[off + j] = (q · k_j) * scale for the segment's rows of head h.
+template <typename T>
+MOONDREAM_AVX512 void Scores(const float* q, int64_t hd, float scale, const Rows& rows,
+                             int64_t h, float* scores) {
+  const T* k = static_cast<const T*>(rows.keys) + h * rows.head_stride;
+  for (int64_t j = 0; j < rows.n; ++j, k += rows.row_stride) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t d = 0; d < hd; d += kLanes) {
+      const __mmask16 m = TailMask(hd - d);
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), Load(k + d, m), acc);
+    }
+    scores[j] = _mm512_reduce_add_ps(acc) * scale;
+  }
+}
+
+// out[0..hd) += sum_j p[j] * v_j over the segment's rows of head h.
+template <typename T>
+MOONDREAM_AVX512 void Mix(const float* p, int64_t hd, const Rows& rows, int64_t h, float* out) {
+  const int64_t chunks = (hd + kLanes - 1) / kLanes;
+  __m512 acc[kMaxChunks];
+  for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_maskz_loadu_ps(TailMask(hd - c * kLanes), out + c * kLanes);
+  const T* v = static_cast<const T*>(rows.values) + h * rows.head_stride;
+  for (int64_t j = 0; j < rows.n; ++j, v += rows.row_stride) {
+    const __m512 pj = _mm512_set1_ps(p[j]);
+    for (int64_t c = 0; c < chunks; ++c) {
+      acc[c] = _mm512_fmadd_ps(pj, Load(v + c * kLanes, TailMask(hd - c * kLanes)), acc[c]);
+    }
+  }
+  for (int64_t c = 0; c < chunks; ++c) _mm512_mask_storeu_ps(out + c * kLanes, TailMask(hd - c * kLanes), acc[c]);
+}
+
+// The fused single-row kernel: scores of every head, one softmax, then the weighted sum.
+template <typename T>
+at::Tensor DecodeAttention(const at::Tensor& q, const std::vector<Rows>& segments, int64_t end) {
+  const int64_t heads = q.size(0), hd = q.size(2);
+  const at::Tensor qf = q.to(at::kFloat).contiguous();  // [H, 1, hd]
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  at::Tensor scores = at::empty({heads, end}, at::kFloat);
+  float* s = scores.data_ptr<float>();
+  const float* qp = qf.data_ptr<float>();
+  at::parallel_for(0, heads, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      int64_t off = 0;
+      for (const Rows& rows : segments) {
+        Scores<T>(qp + h * hd, hd, scale, rows, h, s + h * end + off);
+        off += rows.n;
+      }
+    }
+  });
+  const at::Tensor probs = at::softmax(scores, -1);  // [H, end]
+  const float* p = probs.data_ptr<float>();
+  at::Tensor out = at::zeros({heads, 1, hd}, at::kFloat);
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, heads, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      int64_t off = 0;
+      for (const Rows& rows : segments) {
+        Mix<T>(p + h * end + off, hd, rows, h, o + h * hd);
+        off += rows.n;
+      }
+    }
+  });
+  return out.to(q.scalar_type());
+}
+
+bool FusedApplies(const at::Tensor& q, const std::vector<KvSegment>& kv) {
+  if (q.size(1) != 1 || !q.device().is_cpu() || q.size(2) > kLanes * kMaxChunks ||
+      !CpuHasAvx512()) {
+    return false;
+  }
+  const at::ScalarType dtype = kv.front().keys.scalar_type();
+  if (dtype != at::kFloat && dtype != at::kBFloat16) return false;
+  for (const KvSegment& seg : kv) {
+    if (seg.keys.scalar_type() != dtype || seg.values.scalar_type() != dtype ||
+        seg.keys.strides() != seg.values.strides() || seg.keys.stride(2) != 1) {
+      return false;
+    }
+  }
+  return true;
+}
+
+at::Tensor Fused(const at::Tensor& q, const std::vector<KvSegment>& kv) {
+  std::vector<Rows> rows;
+  int64_t end = 0;
+  for (const KvSegment& seg : kv) {
+    rows.push_back({seg.keys.data_ptr(), seg.values.data_ptr(), seg.keys.size(1),
+                    seg.keys.stride(0), seg.keys.stride(1)});
+    end += seg.keys.size(1);
+  }
+  return kv.front().keys.scalar_type() == at::kFloat ? DecodeAttention<float>(q, rows, end)
+                                                     : DecodeAttention<c10::BFloat16>(q, rows, end);
+}
+
+at::Tensor Joined(const std::vector<at::Tensor>& parts) {
+  return parts.size() == 1 ? parts.front() : at::cat(parts, 1);
+}
+
+// Sdpa over the joined segments, a group of heads at a time.
+at::Tensor Chunked(const at::Tensor& q, const std::vector<KvSegment>& kv, const at::Tensor& mask) {
+  std::vector<at::Tensor> keys, values;
+  for (const KvSegment& seg : kv) {
+    keys.push_back(seg.keys);
+    values.push_back(seg.values);
+  }
+  const at::Tensor k = Joined(keys), v = Joined(values);  // [H, end, hd]
+  const int64_t heads = q.size(0), t = q.size(1), end = k.size(1);
+  const int64_t group = std::max<int64_t>(1, kScoreBudgetBytes / (t * end * 4));
+  if (group >= heads) return Sdpa(q, k, v, mask);
+  at::Tensor out = at::empty_like(q);
+  for (int64_t h = 0; h < heads; h += group) {
+    const int64_t n = std::min(group, heads - h);
+    out.narrow(0, h, n).copy_(Sdpa(q.narrow(0, h, n), k.narrow(0, h, n), v.narrow(0, h, n), mask));
+  }
+  return out;
+}
+
+}  // namespace
+
+at::Tensor CachedAttention(const at::Tensor& q, const std::vector<KvSegment>& kv,
+                           const at::Tensor& mask) {
+  TORCH_CHECK(q.dim() == 3 && !kv.empty(), "attention: q must be [H, T, hd] with >= 1 segment");
+  if (!mask.defined() && FusedApplies(q, kv)) return Fused(q, kv);
+  return Chunked(q, kv, mask);
+}
+
+}  // namespace moondream

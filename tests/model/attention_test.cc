@@ -1,0 +1,95 @@
+// CachedAttention (engine/model/attention.h) against Sdpa over the joined cache: the fused
+// one-row kernel (fp32 and bf16 caches, head_dim not a multiple of 16, a shared prefix plus
+// own positions) and the head-chunked path with a mask; plus KvCache::Extend sharing.
+#include <gtest/gtest.h>
+
+#include "engine/model/attention.h"
+#include "engine/model/torch_compat.h"
+
+namespace moondream {
+namespace {
+
+TextConfig SmallConfig(int heads, int head_dim) {
+  TextConfig c;
+  c.dim = heads * head_dim;
+  c.n_heads = heads;
+  c.n_layers = 2;
+  c.max_context = 4096;
+  return c;
+}
+
+// A prefix cache of `prefix` random positions and a request cache extending it with `own`.
+KvCache Filled(const TextConfig& c, int64_t prefix, int64_t own, at::ScalarType dtype) {
+  KvCache image = KvCache::Allocate(c, prefix, dtype, at::kCPU);
+  for (int l = 0; l < c.n_layers; ++l) {
+    image.Write(l, 0, at::randn({c.n_heads, prefix, c.head_dim()}),
+                at::randn({c.n_heads, prefix, c.head_dim()}));
+  }
+  KvCache request = KvCache::Extend(image, prefix + own + 3);
+  for (int l = 0; l < c.n_layers; ++l) {
+    request.Write(l, prefix, at::randn({c.n_heads, own, c.head_dim()}),
+                  at::randn({c.n_heads, own, c.head_dim()}));
+  }
+  return request;
+}
+
+at::Tensor Reference(const at::Tensor& q, const std::vector<KvSegment>& kv, const at::Tensor& mask) {
+  std::vector<at::Tensor> k, v;
+  for (const KvSegment& s : kv) {
+    k.push_back(s.keys.to(at::kFloat));
+    v.push_back(s.values.to(at::kFloat));
+  }
+  return Sdpa(q.to(at::kFloat), at::cat(k, 1), at::cat(v, 1), mask);
+}
+
+class FusedDecode : public ::testing::TestWithParam<std::tuple<at::ScalarType, int64_t>> {};
+
+TEST_P(FusedDecode, MatchesSdpaOverTheJoinedCache) {
+  const auto [dtype, head_dim] = GetParam();
+  at::manual_seed(3);
+  const TextConfig c = SmallConfig(5, head_dim);
+  const KvCache cache = Filled(c, 37, 4, dtype);
+  ASSERT_EQ(cache.Segments(1, 41).size(), 2u);
+  const at::Tensor q = at::randn({5, 1, head_dim});
+  const at::Tensor out = CachedAttention(q, cache.Segments(1, 41), at::Tensor());
+  EXPECT_EQ(out.sizes(), q.sizes());
+  EXPECT_TRUE(at::allclose(out, Reference(q, cache.Segments(1, 41), at::Tensor()), 1e-5, 1e-6));
+  // Fewer positions than written: only the prefix.
+  EXPECT_TRUE(at::allclose(CachedAttention(q, cache.Segments(0, 20), at::Tensor()),
+                           Reference(q, cache.Segments(0, 20), at::Tensor()), 1e-5, 1e-6));
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, FusedDecode,
+                         ::testing::Combine(::testing::Values(at::kFloat, at::kBFloat16),
+                                            ::testing::Values(int64_t{64}, int64_t{72}, int64_t{8})));
+
+TEST(CachedAttention, ChunkedPrefillMatchesOneCallWithMask) {
+  at::manual_seed(4);
+  // 4 heads x 700 x 800 fp32 scores = 9 MB > the 8 MiB budget: attended in head groups.
+  const TextConfig c = SmallConfig(4, 16);
+  const KvCache cache = Filled(c, 730, 70, at::kFloat);
+  const at::Tensor q = at::randn({4, 700, 16});
+  const at::Tensor rows = at::arange(100, 800).unsqueeze(1), cols = at::arange(800).unsqueeze(0);
+  const at::Tensor mask = cols.le(rows);
+  const auto kv = cache.Segments(0, 800);
+  EXPECT_TRUE(at::equal(CachedAttention(q, kv, mask), Reference(q, kv, mask)));
+}
+
+TEST(KvCache, ExtendSharesThePrefixAndWritesOnlyItsOwnPositions) {
+  const TextConfig c = SmallConfig(2, 8);
+  KvCache image = KvCache::Allocate(c, 10, at::kFloat, at::kCPU);
+  image.Write(0, 0, at::ones({2, 10, 8}), at::ones({2, 10, 8}));
+  KvCache request = KvCache::Extend(image, 16);
+  EXPECT_EQ(request.length(), 10);
+  EXPECT_EQ(request.capacity(), 16);
+  EXPECT_EQ(request.bytes(), 4u * 2 * 2 * 2 * 6 * 8);  // own 6 positions only
+  EXPECT_EQ(request.Segments(0, 10).front().keys.data_ptr(), image.data().data_ptr());
+  EXPECT_THROW(request.Write(0, 9, at::zeros({2, 1, 8}), at::zeros({2, 1, 8})), c10::Error);
+  request.Write(0, 10, at::zeros({2, 1, 8}), at::zeros({2, 1, 8}));
+  EXPECT_EQ(request.length(), 11);
+  EXPECT_TRUE(at::equal(image.data(), at::cat({at::ones({1, 2, 1, 2, 10, 8}), at::zeros({1, 2, 1, 2, 10, 8})})));
+  EXPECT_THROW(KvCache::Extend(request, 20), c10::Error);
+}
+
+}  // namespace
+}  // namespace moondream
