@@ -2,11 +2,7 @@
 // Prefill/vision at M=729 (compute-bound) and decode at M=1 (memory-bound, weights cycled
 // through enough copies to defeat the L3 so every call streams from DRAM), plus the
 // machine's read bandwidth measured in the same process as the decode roofline.
-#include <immintrin.h>
-
 #include <algorithm>
-#include <chrono>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -16,14 +12,18 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "bench/common/bench_common.h"
 #include "quantization/int8_gemm.h"
 #include "quantization/linear.h"
 
 namespace mq = moondream::quant;
 namespace mqi = moondream::quant::internal;
+namespace mb = moondream::bench;
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using mb::ReadBandwidth;
+using mb::TimeIt;
+using mb::Timing;
 
 struct Shape {
   const char* name;
@@ -38,83 +38,8 @@ constexpr Shape kShapes[] = {
 };
 constexpr uint64_t kColdBytes = 256ull << 20;  // 8x the 32 MiB L3  // > 6x the 32 MiB L3
 
-double Seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-struct Timing {
-  double med = 0, min = 0;  // wall seconds per call
-  double cpu = 0;           // median process CPU seconds per call (all threads, spinning included)
-};
-
-double CpuSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-// Median and minimum seconds per call of fn(i) over `reps` calls after one warm-up; i counts
-// calls. On a shared machine the minimum is the least-disturbed call.
-template <typename Fn>
-Timing TimeIt(Fn fn, int reps) {
-  fn(0);
-  std::vector<double> t, cpu;
-  for (int i = 1; i <= reps; ++i) {
-    const auto a = Clock::now();
-    const double c = CpuSeconds();
-    fn(i);
-    t.push_back(Seconds(a, Clock::now()));
-    cpu.push_back(CpuSeconds() - c);
-  }
-  std::sort(t.begin(), t.end());
-  std::sort(cpu.begin(), cpu.end());
-  return {t[t.size() / 2], t[0], cpu[cpu.size() / 2]};
-}
-
-__attribute__((target("avx512f"))) float SumChunk(const float* p, int64_t n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  for (int64_t i = 0; i + 64 <= n; i += 64) {
-    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i));
-    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
-    s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32));
-    s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
-  }
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-  float total = 0;
-  for (float v : lanes) total += v;
-  return total;
-}
-
-// Read bandwidth (GB/s) measured the way decode runs: one parallel sum per 8 MiB slice of
-// a 1 GiB buffer (cold: each slice is read once per pass), median over the slices, like
-// the per-call medians below (a long single measurement on a shared machine mostly times
-// the scheduler).
-double ReadBandwidth() {
-  const at::Tensor buf = at::ones({(1ll << 30) / 4});
-  const float* p = buf.data_ptr<float>();
-  const int64_t slice = (8 << 20) / 4, sub = slice / 64;
-  std::vector<float> partial(at::get_num_threads() * 64, 0.f);
-  const Timing sec = TimeIt(
-      [&](int i) {
-        const float* s = p + (i % (buf.numel() / slice)) * slice;
-        at::parallel_for(0, 64, 1, [&](int64_t b, int64_t e) {
-          for (int64_t c = b; c < e; ++c) partial[at::get_thread_num() * 64] += SumChunk(s + c * sub, sub);
-        });
-      },
-      128);
-  float total = 0;
-  for (float v : partial) total += v;
-  if (!(total > 0)) std::abort();  // keeps the sums alive
-  return slice * 4 / sec.med / 1e9;
-}
-
 void PrintLoad() {  // the machine is shared: record how busy it was
-  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
-    char line[128] = {0};
-    if (std::fgets(line, sizeof line, f)) std::printf("loadavg: %s", line);
-    std::fclose(f);
-  }
+  std::printf("loadavg: %s\n", mb::LoadAvg().c_str());
 }
 
 std::string Ms(const Timing& t) {

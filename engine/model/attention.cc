@@ -15,7 +15,6 @@ namespace moondream {
 namespace {
 
 constexpr int64_t kLanes = 16;
-constexpr int64_t kMaxChunks = 16;                // head_dim <= 256 for the fused kernel
 constexpr int64_t kScoreBudgetBytes = 8ll << 20;  // fp32 scores per attention call
 
 bool CpuHasAvx512() {
@@ -51,39 +50,82 @@ MOONDREAM_AVX512 __m512 Load<c10::BFloat16>(const c10::BFloat16* p, __mmask16 m)
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-// scores[off + j] = (q · k_j) * scale for the segment's rows of head h.
-template <typename T>
+// scores[j] = (q · k_j) * scale for the segment's rows of head h; CH = head_dim / 16 chunks
+// (CH = 0: any head_dim, masked tails). Four keys per iteration keep four independent FMA
+// chains in flight.
+template <typename T, int CH>
 MOONDREAM_AVX512 void Scores(const float* q, int64_t hd, float scale, const Rows& rows,
                              int64_t h, float* scores) {
+  const int64_t chunks = CH > 0 ? CH : (hd + kLanes - 1) / kLanes;
   const T* k = static_cast<const T*>(rows.keys) + h * rows.head_stride;
-  for (int64_t j = 0; j < rows.n; ++j, k += rows.row_stride) {
+  int64_t j = 0;
+  if (CH > 0) {
+    for (; j + 4 <= rows.n; j += 4, k += 4 * rows.row_stride) {
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                       _mm512_setzero_ps()};
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c) {
+        const __m512 qc = _mm512_loadu_ps(q + c * kLanes);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          acc[r] = _mm512_fmadd_ps(qc, Load(k + r * rows.row_stride + c * kLanes, 0xffff), acc[r]);
+        }
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) scores[j + r] = _mm512_reduce_add_ps(acc[r]) * scale;
+    }
+  }
+  for (; j < rows.n; ++j, k += rows.row_stride) {
     __m512 acc = _mm512_setzero_ps();
-    for (int64_t d = 0; d < hd; d += kLanes) {
-      const __mmask16 m = TailMask(hd - d);
-      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), Load(k + d, m), acc);
+    for (int64_t c = 0; c < chunks; ++c) {
+      const __mmask16 m = TailMask(hd - c * kLanes);
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + c * kLanes), Load(k + c * kLanes, m), acc);
     }
     scores[j] = _mm512_reduce_add_ps(acc) * scale;
   }
 }
 
-// out[0..hd) += sum_j p[j] * v_j over the segment's rows of head h.
-template <typename T>
+// out[0..hd) += sum_j p[j] * v_j over the segment's rows of head h (CH as in Scores). Two
+// keys per iteration with separate accumulators, summed at the end.
+template <typename T, int CH>
 MOONDREAM_AVX512 void Mix(const float* p, int64_t hd, const Rows& rows, int64_t h, float* out) {
-  const int64_t chunks = (hd + kLanes - 1) / kLanes;
-  __m512 acc[kMaxChunks];
-  for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_maskz_loadu_ps(TailMask(hd - c * kLanes), out + c * kLanes);
   const T* v = static_cast<const T*>(rows.values) + h * rows.head_stride;
-  for (int64_t j = 0; j < rows.n; ++j, v += rows.row_stride) {
+  if (CH > 0) {
+    __m512 a[CH], b[CH];
+#pragma GCC unroll 16
+    for (int c = 0; c < CH; ++c) {
+      a[c] = _mm512_loadu_ps(out + c * kLanes);
+      b[c] = _mm512_setzero_ps();
+    }
+    int64_t j = 0;
+    for (; j + 2 <= rows.n; j += 2, v += 2 * rows.row_stride) {
+      const __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[j + 1]);
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c) {
+        a[c] = _mm512_fmadd_ps(p0, Load(v + c * kLanes, 0xffff), a[c]);
+        b[c] = _mm512_fmadd_ps(p1, Load(v + rows.row_stride + c * kLanes, 0xffff), b[c]);
+      }
+    }
+    if (j < rows.n) {
+      const __m512 p0 = _mm512_set1_ps(p[j]);
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c) a[c] = _mm512_fmadd_ps(p0, Load(v + c * kLanes, 0xffff), a[c]);
+    }
+#pragma GCC unroll 16
+    for (int c = 0; c < CH; ++c) _mm512_storeu_ps(out + c * kLanes, _mm512_add_ps(a[c], b[c]));
+    return;
+  }
+  for (int64_t j = 0; j < rows.n; ++j, v += rows.row_stride) {  // any head_dim: via memory
     const __m512 pj = _mm512_set1_ps(p[j]);
-    for (int64_t c = 0; c < chunks; ++c) {
-      acc[c] = _mm512_fmadd_ps(pj, Load(v + c * kLanes, TailMask(hd - c * kLanes)), acc[c]);
+    for (int64_t c = 0; c < hd; c += kLanes) {
+      const __mmask16 m = TailMask(hd - c);
+      _mm512_mask_storeu_ps(out + c, m, _mm512_fmadd_ps(pj, Load(v + c, m), _mm512_maskz_loadu_ps(m, out + c)));
     }
   }
-  for (int64_t c = 0; c < chunks; ++c) _mm512_mask_storeu_ps(out + c * kLanes, TailMask(hd - c * kLanes), acc[c]);
 }
 
 // The fused single-row kernel: scores of every head, one softmax, then the weighted sum.
-template <typename T>
+template <typename T, int CH>
 at::Tensor DecodeAttention(const at::Tensor& q, const std::vector<Rows>& segments, int64_t end) {
   const int64_t heads = q.size(0), hd = q.size(2);
   const at::Tensor qf = q.to(at::kFloat).contiguous();  // [H, 1, hd]
@@ -95,7 +137,7 @@ at::Tensor DecodeAttention(const at::Tensor& q, const std::vector<Rows>& segment
     for (int64_t h = h0; h < h1; ++h) {
       int64_t off = 0;
       for (const Rows& rows : segments) {
-        Scores<T>(qp + h * hd, hd, scale, rows, h, s + h * end + off);
+        Scores<T, CH>(qp + h * hd, hd, scale, rows, h, s + h * end + off);
         off += rows.n;
       }
     }
@@ -108,7 +150,7 @@ at::Tensor DecodeAttention(const at::Tensor& q, const std::vector<Rows>& segment
     for (int64_t h = h0; h < h1; ++h) {
       int64_t off = 0;
       for (const Rows& rows : segments) {
-        Mix<T>(p + h * end + off, hd, rows, h, o + h * hd);
+        Mix<T, CH>(p + h * end + off, hd, rows, h, o + h * hd);
         off += rows.n;
       }
     }
@@ -117,7 +159,7 @@ at::Tensor DecodeAttention(const at::Tensor& q, const std::vector<Rows>& segment
 }
 
 bool FusedApplies(const at::Tensor& q, const std::vector<KvSegment>& kv) {
-  if (q.size(1) != 1 || !q.device().is_cpu() || q.size(2) > kLanes * kMaxChunks ||
+  if (q.size(1) != 1 || !q.device().is_cpu() ||
       !CpuHasAvx512()) {
     return false;
   }
@@ -140,8 +182,12 @@ at::Tensor Fused(const at::Tensor& q, const std::vector<KvSegment>& kv) {
                     seg.keys.stride(0), seg.keys.stride(1)});
     end += seg.keys.size(1);
   }
-  return kv.front().keys.scalar_type() == at::kFloat ? DecodeAttention<float>(q, rows, end)
-                                                     : DecodeAttention<c10::BFloat16>(q, rows, end);
+  const bool f32 = kv.front().keys.scalar_type() == at::kFloat;
+  switch (q.size(2)) {  // unrolled kernels for the common head sizes (text: 64)
+    case 64: return f32 ? DecodeAttention<float, 4>(q, rows, end) : DecodeAttention<c10::BFloat16, 4>(q, rows, end);
+    case 128: return f32 ? DecodeAttention<float, 8>(q, rows, end) : DecodeAttention<c10::BFloat16, 8>(q, rows, end);
+    default: return f32 ? DecodeAttention<float, 0>(q, rows, end) : DecodeAttention<c10::BFloat16, 0>(q, rows, end);
+  }
 }
 
 at::Tensor Joined(const std::vector<at::Tensor>& parts) {

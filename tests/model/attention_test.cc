@@ -61,7 +61,7 @@ TEST_P(FusedDecode, MatchesSdpaOverTheJoinedCache) {
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, FusedDecode,
                          ::testing::Combine(::testing::Values(at::kFloat, at::kBFloat16),
-                                            ::testing::Values(int64_t{64}, int64_t{72}, int64_t{8})));
+                                            ::testing::Values(int64_t{64}, int64_t{128}, int64_t{72}, int64_t{8})));
 
 TEST(CachedAttention, ChunkedPrefillMatchesOneCallWithMask) {
   at::manual_seed(4);
