@@ -5,6 +5,7 @@
 
 #include "engine/image/image.h"
 #include "engine/log.h"
+#include "engine/process_memory.h"
 #include "engine/model/status_macros.h"
 #include "engine/model/tasks.h"
 #include "engine/model/torch_compat.h"
@@ -78,6 +79,7 @@ absl::StatusOr<at::Tensor> Moondream::EncodeEmbeds(std::string_view image_bytes,
   return RunGuarded([&]() -> absl::StatusOr<at::Tensor> {
     InferenceModeGuard guard;
     at::Tensor embeds = vision_.Encode(crops, compute_dtype_, taps);
+    ReleaseFreeHeap();  // the crops' activations, before the prefix prefill allocates
     if (ctx.timings != nullptr) ctx.timings->vision_encode_ms += MsSince(start);
     return embeds;
   });
@@ -88,6 +90,7 @@ absl::StatusOr<std::shared_ptr<const MoondreamImage>> Moondream::EncodeFromEmbed
   return RunGuarded([&]() -> absl::StatusOr<std::shared_ptr<const MoondreamImage>> {
     InferenceModeGuard guard;
     MD_ASSIGN_OR_RETURN(KvCache prefix, PrefillImage(*lm_, image_embeds, hidden));
+    ReleaseFreeHeap();
     return std::make_shared<const MoondreamImage>(std::move(prefix));
   });
 }

@@ -1,7 +1,6 @@
 #include "engine/weights/weight_store.h"
 
 #include <fnmatch.h>
-#include <malloc.h>
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "engine/log.h"
+#include "engine/process_memory.h"
 
 namespace moondream {
 namespace {
@@ -36,13 +36,6 @@ at::Tensor SourceView(const TensorView& view) {
     return copy;
   }
   return at::from_blob(data, view.shape, at::TensorOptions().dtype(dtype));
-}
-
-// Returns the free heap of every malloc arena to the OS.
-void TrimHeap() {
-#ifdef __GLIBC__
-  ::malloc_trim(0);
-#endif
 }
 
 std::string StripModel(const std::string& name) { return std::string(absl::StripPrefix(name, "model.")); }
@@ -108,7 +101,7 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string
   return store;
 }
 
-WeightStore::~WeightStore() { TrimHeap(); }
+WeightStore::~WeightStore() { ReleaseFreeHeap(); }
 
 size_t WeightStore::total() const { return file_->tensors().size(); }
 
@@ -224,7 +217,7 @@ absl::StatusOr<quant::Linear> WeightStore::Scope::Linear(std::string_view name, 
     // Hand the freed transients (the plain INT8 copy, conversion buffers of the OpenMP
     // threads' arenas) back at once: glibc keeps them, and 150 layers' worth of free heap
     // raised the INT8 load peak from 1.97 to 2.62 GiB. Costs nothing measurable per layer.
-    TrimHeap();
+    ReleaseFreeHeap();
     store_->Account(label, out * in + out, linear.bytes(), layer.quantized);
     store_->state_->report.layers.push_back(layer);
     return linear;
