@@ -70,17 +70,43 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
                                      int64_t pos, const at::Tensor& mask,
                                      KvCache& cache) const {
   const int64_t t = h.size(0), heads = config_.n_heads, hd = config_.head_dim();
-  const at::Tensor u = block.ln.Forward(h);                       // [T, D]
-  const at::Tensor qkv = block.qkv.Forward(u)                     // [T, 3D]
-                             .view({t, 3, heads, hd})
-                             .permute({1, 2, 0, 3});              // [3, H, T, hd]
-  const at::Tensor q = Rotary(qkv[0], pos), k = Rotary(qkv[1], pos);
-  cache.Write(layer, pos, k, qkv[2]);
-  const at::Tensor attn = CachedAttention(q, cache.Segments(layer, pos + t), mask)  // [H, T, hd]
-                              .permute({1, 0, 2})
-                              .reshape({t, config_.dim});
-  // Reference order: (h + attn) first, then + mlp (spec §5.1).
-  return (h + block.proj.Forward(attn)) + block.mlp.Forward(u);
+  // Every step but attention is row-wise, so a long prefill (the 730-position image prefix)
+  // runs in row chunks: two passes hold h, the queries, the output and one chunk's
+  // activations instead of the whole sequence's (~200 MB of fp32 MLP/QKV intermediates).
+  const int64_t chunk = std::min<int64_t>(t, kPrefillRows);
+  // Pass 1: rotated keys and values of every row into the cache; the queries kept.
+  at::Tensor q;  // [H, T, hd]
+  for (int64_t r = 0; r < t; r += chunk) {
+    const int64_t n = std::min(chunk, t - r);
+    const at::Tensor qkv = block.qkv.Forward(block.ln.Forward(h.narrow(0, r, n)))  // [n, 3D]
+                               .view({n, 3, heads, hd})
+                               .permute({1, 2, 0, 3});                             // [3, H, n, hd]
+    const at::Tensor q_rows = Rotary(qkv[0], pos + r);
+    if (n == t) {
+      q = q_rows;
+    } else {
+      if (r == 0) q = at::empty({heads, t, hd}, q_rows.options());
+      q.narrow(1, r, n).copy_(q_rows);
+    }
+    cache.Write(layer, pos + r, Rotary(qkv[1], pos + r), qkv[2]);
+  }
+  // Pass 2: attention over every written position, projection and the parallel MLP.
+  const std::vector<KvSegment> kv = cache.Segments(layer, pos + t);
+  at::Tensor out;
+  for (int64_t r = 0; r < t; r += chunk) {
+    const int64_t n = std::min(chunk, t - r);
+    const at::Tensor rows = h.narrow(0, r, n);
+    const at::Tensor attn =
+        CachedAttention(q.narrow(1, r, n), kv, mask.defined() ? mask.narrow(0, r, n) : mask)
+            .permute({1, 0, 2})
+            .reshape({n, config_.dim});  // [n, D]
+    // Reference order: (h + attn) first, then + mlp (spec §5.1).
+    at::Tensor y = (rows + block.proj.Forward(attn)) + block.mlp.Forward(block.ln.Forward(rows));
+    if (n == t) return y;
+    if (r == 0) out = at::empty_like(h);
+    out.narrow(0, r, n).copy_(y);
+  }
+  return out;
 }
 
 at::Tensor TextDecoder::Prefill(const at::Tensor& embeds, int64_t pos, KvCache& cache) const {

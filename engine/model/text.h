@@ -39,6 +39,8 @@ class TextDecoder {
     quant::Linear qkv, proj;
     Mlp mlp;
   };
+  // Rows per chunk of a long prefill (BlockForward).
+  static constexpr int64_t kPrefillRows = 256;
   at::Tensor BlockForward(const Block& block, int layer, const at::Tensor& h, int64_t pos,
                           const at::Tensor& mask, KvCache& cache) const;
   // x: [H, T, hd] at positions pos..pos+T-1 -> rotated (first rot_dim dims, half split).
