@@ -86,6 +86,7 @@ absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o) {
 // Create instead of the process.
 absl::StatusOr<Models> LoadModels(const EngineOptions& o) {
   if (o.model == "test") {
+    std::this_thread::sleep_for(std::chrono::milliseconds(o.test_model_load_delay_ms));
     Models models;
     models.push_back(MakeTestModel({o.max_image_pixels, o.test_model_token_delay_ms}));
     return models;

@@ -29,6 +29,7 @@ struct EngineOptions {
   double image_cache_ttl_s = 3600;
   uint64_t max_image_pixels = 50'000'000;  // decompression-bomb guard
   int test_model_token_delay_ms = 0;       // slows the test model (tests of deadlines)
+  int test_model_load_delay_ms = 0;        // slows its load (tests of signals while loading)
 };
 
 class Engine {

@@ -1,9 +1,17 @@
 // moondream-server: listens early (health NOT_SERVING), loads the models, serves;
-// on SIGTERM/SIGINT goes NOT_SERVING, drains the engine and exits 0.
+// on SIGTERM/SIGINT goes NOT_SERVING, drains the engine and exits 0. A signal while the
+// models load ends the process at once with 0 (nothing is in flight; a load can take
+// minutes and would otherwise run into the orchestrator's SIGKILL).
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
+#include <thread>
 
 #include "engine/engine.h"
 #include "engine/log.h"
@@ -18,22 +26,58 @@ namespace {
 // Time calls get after the drain to send their last messages before being cancelled.
 constexpr auto kShutdownTimeout = std::chrono::seconds(5);
 
-// Blocks SIGTERM and SIGINT in this thread and every thread started after it, so
-// that only WaitForSignal() sees them.
-sigset_t BlockTerminationSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return set;
+// SIGTERM/SIGINT go through a handler into a pipe: a thread that a library starts before
+// main() leaves them unblocked, so blocking them for sigwait() cannot stop the kernel from
+// killing the process through that thread (which is what a signal during the load did).
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void OnTerminationSignal(int signal) {
+  const char byte = static_cast<char>(signal);
+  const ssize_t written = write(g_signal_pipe[1], &byte, 1);  // async-signal-safe
+  (void)written;
 }
 
-int WaitForSignal(const sigset_t& set) {
+bool InstallSignalHandlers() {
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return false;
+  struct sigaction action = {};
+  action.sa_handler = OnTerminationSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  return sigaction(SIGTERM, &action, nullptr) == 0 && sigaction(SIGINT, &action, nullptr) == 0;
+}
+
+// The next termination signal, waiting up to timeout_ms (-1: forever); 0 if none came.
+int NextSignal(int timeout_ms) {
+  pollfd fd{g_signal_pipe[0], POLLIN, 0};
+  char byte = 0;
+  if (poll(&fd, 1, timeout_ms) <= 0 || read(g_signal_pipe[0], &byte, 1) != 1) return 0;
+  return byte;
+}
+
+int WaitForSignal() {
   int signal = 0;
-  while (sigwait(&set, &signal) != 0) {
+  while ((signal = NextSignal(-1)) == 0) {
   }
   return signal;
+}
+
+// Runs load() on another thread; a signal before it returns ends the process with 0.
+template <typename F>
+auto LoadOrExitOnSignal(F load) -> decltype(load()) {
+  std::atomic<bool> done{false};
+  decltype(load()) result;
+  std::thread loader([&] {
+    result = load();
+    done = true;
+  });
+  while (!done) {
+    if (const int signal = NextSignal(50); signal != 0) {
+      Log(LogLevel::kInfo, "stopped", {{"signal", signal}, {"during", "model_load"}});
+      std::_Exit(0);
+    }
+  }
+  loader.join();
+  return result;
 }
 
 int Fail(const char* event, const absl::Status& status) {
@@ -51,7 +95,7 @@ void Drain(grpc::Server* server, Engine* engine, const ServerOptions& options, i
 }
 
 int Run(int argc, char** argv) {
-  const sigset_t signals = BlockTerminationSignals();
+  if (!InstallSignalHandlers()) return Fail("signal_setup_failed", absl::InternalError("pipe/sigaction"));
   absl::StatusOr<Options> options = ParseOptions(argc, argv);
   if (!options.ok()) return Fail("bad_configuration", options.status());
   SetLogLevel(options->server.log_level);
@@ -67,7 +111,8 @@ int Run(int argc, char** argv) {
       {{"address", grpc->address},
        {"metrics", metrics_port ? WithPort(options->server.metrics_listen, metrics_port) : ""}});
 
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options->engine);
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      LoadOrExitOnSignal([&] { return Engine::Create(options->engine); });
   if (!engine.ok()) {
     grpc->server->Shutdown();
     return Fail("model_load_failed", engine.status());
@@ -77,7 +122,7 @@ int Run(int argc, char** argv) {
   SetServing(grpc->server.get(), true);
   Log(LogLevel::kInfo, "serving", {{"address", grpc->address}});
 
-  Drain(grpc->server.get(), engine->get(), options->server, WaitForSignal(signals));
+  Drain(grpc->server.get(), engine->get(), options->server, WaitForSignal());
   metrics->reset();  // stop scrapes before the engine goes away
   Log(LogLevel::kInfo, "stopped");
   return 0;

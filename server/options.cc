@@ -60,6 +60,8 @@ ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::InfiniteDuration(),
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 ABSL_FLAG(int, test_model_token_delay_ms, kEngineDefaults.test_model_token_delay_ms,
           "Per-token delay of the test model (tests of deadlines, cancellation, draining)");
+ABSL_FLAG(int, test_model_load_delay_ms, kEngineDefaults.test_model_load_delay_ms,
+          "Load time of the test model (tests of signals during a model load)");
 
 namespace moondream::server {
 namespace {
@@ -111,6 +113,7 @@ EngineOptions EngineFromFlags() {
   e.image_cache_ttl_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_image_cache_ttl));
   e.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   e.test_model_token_delay_ms = absl::GetFlag(FLAGS_test_model_token_delay_ms);
+  e.test_model_load_delay_ms = absl::GetFlag(FLAGS_test_model_load_delay_ms);
   return e;  // Engine::Create validates model, precision and device
 }
 
@@ -183,7 +186,8 @@ void LogOptions(const Options& options) {
        {"keepalive_min_ping_interval", absl::FormatDuration(s.keepalive_min_ping_interval)},
        {"max_connection_age", absl::FormatDuration(s.max_connection_age)},
        {"max_connection_age_grace", absl::FormatDuration(s.max_connection_age_grace)},
-       {"test_model_token_delay_ms", e.test_model_token_delay_ms}});
+       {"test_model_token_delay_ms", e.test_model_token_delay_ms},
+       {"test_model_load_delay_ms", e.test_model_load_delay_ms}});
 }
 
 }  // namespace moondream::server

@@ -166,6 +166,17 @@ TEST(ConfigTest, ModelLoadFailureExitsWithAClearError) {
   EXPECT_NE(server.Logs().find("event=model_load_failed"), std::string::npos) << server.Logs();
 }
 
+TEST(ConfigTest, SigtermDuringModelLoadExitsZeroAtOnce) {
+  ServerProcess server({"--test-model-load-delay-ms=60000"}, {}, "event=listening");
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  const auto start = std::chrono::steady_clock::now();
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.WaitExit(seconds(10)), 0) << server.Logs();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
+  EXPECT_NE(server.Logs().find("during=model_load"), std::string::npos) << server.Logs();
+  EXPECT_EQ(server.Logs().find("event=serving"), std::string::npos) << server.Logs();
+}
+
 TEST(MetricsTest, ScrapeHasEverySeriesAndPassesPromtool) {
   ServerProcess server;
   ASSERT_TRUE(server.serving()) << server.Logs();

@@ -17,7 +17,8 @@
 namespace moondream::testing {
 
 ServerProcess::ServerProcess(const std::vector<std::string>& extra_args,
-                             const std::vector<std::string>& env) {
+                             const std::vector<std::string>& env,
+                             const std::string& ready_event) {
   std::vector<std::string> args = {MOONDREAM_SERVER_BINARY, "--model=test",
                                    "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
@@ -38,7 +39,7 @@ ServerProcess::ServerProcess(const std::vector<std::string>& extra_args,
   }
   close(pipe_fds[1]);
   reader_ = std::thread([this, fd = pipe_fds[0]] { ReadStderr(fd); });
-  if (!WaitForLog("event=serving", std::chrono::seconds(60))) return;
+  if (!WaitForLog(ready_event, std::chrono::seconds(60))) return;
   std::lock_guard<std::mutex> lock(mu_);
   for (const std::string& line : lines_) {
     if (line.find("event=listening") == std::string::npos) continue;

@@ -22,12 +22,13 @@ class ServerProcess {
  public:
   // Starts `moondream-server --model test --listen 127.0.0.1:0 --metrics-listen
   // 127.0.0.1:0 <extra_args>` with `env` ("NAME=value") added to its environment and
-  // waits (up to 60 s) until it serves or exits.
+  // waits (up to 60 s) until it logs `ready_event` (serving) or exits.
   explicit ServerProcess(const std::vector<std::string>& extra_args = {},
-                         const std::vector<std::string>& env = {});
+                         const std::vector<std::string>& env = {},
+                         const std::string& ready_event = "event=serving");
   ~ServerProcess();
 
-  bool serving() const { return serving_; }
+  bool serving() const { return serving_; }  // ready_event seen (and listening)
   const std::string& address() const { return address_; }          // 127.0.0.1:PORT
   const std::string& metrics_address() const { return metrics_; }  // 127.0.0.1:MPORT
   std::shared_ptr<grpc::Channel> Channel() const;
