@@ -11,6 +11,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "quantization/simd_math.h"
+
 #define MOONDREAM_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
 namespace moondream::quant::internal {
@@ -44,6 +46,7 @@ struct TileArgs {
   const float* bias;      // [n] or null
   float* y;               // row mr0, column 0
   int64_t ldy;
+  bool gelu;              // apply GELU (tanh approximation) to y
 };
 using TileFn = void (*)(const TileArgs&);
 
@@ -59,7 +62,9 @@ MOONDREAM_VNNI void Epilogue(const TileArgs& t, int mr, int nv, const int32_t* a
       const __m512i a = _mm512_loadu_si512(acc + (r * nv + v) * kLane);
       const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, rs));
       const __m512 s = _mm512_mul_ps(_mm512_set1_ps(t.a_scale[r]), ws);
-      _mm512_mask_storeu_ps(t.y + r * t.ldy + c, m, _mm512_fmadd_ps(f, s, bias));
+      __m512 out = _mm512_fmadd_ps(f, s, bias);
+      if (t.gelu) out = simd::GeluTanh(out);
+      _mm512_mask_storeu_ps(t.y + r * t.ldy + c, m, out);
     }
   }
 }
@@ -204,7 +209,7 @@ void RunPanel(TileArgs t, const PackedWeight& w, int64_t p, int64_t r0, int64_t 
 }  // namespace
 
 at::Tensor Int8Gemm(const PackedWeight& w, const at::Tensor& w_scale, const at::Tensor& bias,
-                    const at::Tensor& x) {
+                    const at::Tensor& x, Activation act) {
   TORCH_CHECK(CpuHasVnni(), "Int8Gemm needs AVX-512 VNNI");
   TORCH_CHECK(x.dim() == 2 && x.size(1) == w.k && x.scalar_type() == at::kFloat &&
                   x.is_contiguous() && x.device().is_cpu(),
@@ -222,7 +227,8 @@ at::Tensor Int8Gemm(const PackedWeight& w, const at::Tensor& w_scale, const at::
   const TileArgs base{a.data_ptr<uint8_t>(), lda,     a_scale.data_ptr<float>(), w.data.data_ptr<int8_t>(),
                       w.k4,                  0,       w.n,                      w.row_sum.data_ptr<int32_t>(),
                       w_scale.data_ptr<float>(), bias.defined() ? bias.data_ptr<float>() : nullptr,
-                      y.data_ptr<float>(),   w.n};
+                      y.data_ptr<float>(),   w.n,
+                      act == Activation::kGeluTanh};
   // Work units (row block, panel) in row-block-major order, handed out dynamically in runs of
   // `grab` consecutive panels: a thread that the OS deschedules (shared machine, gRPC threads)
   // does not hold up the other, and decode streams still read long contiguous runs.

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include "quantization/linear.h"
+
 namespace moondream::quant::internal {
 
 // Weights [n, k] reordered for _mm512_dpbusd_epi32: columns (output rows) are cut into
@@ -27,8 +29,8 @@ PackedWeight PackWeight(const at::Tensor& q);
 // y[m, n] = sum_k qa[m, k] * q[n, k] * a_scale[m] * w_scale[n] + bias[n], with x quantized per
 // row: a_scale = max|x_row| / 127, qa = clamp(round(x * (127 / max|x_row|)), -127, 127).
 // x: fp32 [m, k] contiguous; w_scale: fp32 [n]; bias: fp32 [n] or undefined -> fp32 [m, n].
-// Requires CpuHasVnni().
+// act kGeluTanh: y = GELU(y) in the epilogue (simd_math.h). Requires CpuHasVnni().
 at::Tensor Int8Gemm(const PackedWeight& w, const at::Tensor& w_scale, const at::Tensor& bias,
-                    const at::Tensor& x);
+                    const at::Tensor& x, Activation act = Activation::kNone);
 
 }  // namespace moondream::quant::internal

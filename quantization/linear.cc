@@ -78,21 +78,29 @@ Linear Linear::Int8(Int8Matrix weight, at::Tensor bias) {
   return l;
 }
 
-at::Tensor Linear::Forward(const at::Tensor& x) const {
+at::Tensor Linear::Forward(const at::Tensor& x) const { return Forward(x, Activation::kNone); }
+
+at::Tensor Linear::Forward(const at::Tensor& x, Activation act) const {
   TORCH_CHECK(impl_ != nullptr, "Linear::Forward on an empty Linear");
   const Impl& l = *impl_;
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == l.in, "Linear::Forward: x last dim ", x.size(-1),
               " != in_features ", l.in);
-  if (!l.int8) {
-    const at::ScalarType wt = l.dense.scalar_type();
-    const at::Tensor b = l.bias.defined() ? l.bias.to(wt) : at::Tensor();
-    return at::linear(x.to(wt), l.dense, b).to(x.scalar_type());
+  if (!l.int8 || !l.packed.data.defined()) {
+    at::Tensor y;
+    if (!l.int8) {
+      const at::ScalarType wt = l.dense.scalar_type();
+      const at::Tensor b = l.bias.defined() ? l.bias.to(wt) : at::Tensor();
+      y = at::linear(x.to(wt), l.dense, b).to(x.scalar_type());
+    } else {
+      y = FallbackForward(l, x);
+    }
+    if (act == Activation::kGeluTanh) y = at::gelu(y.to(at::kFloat), "tanh").to(y.scalar_type());
+    return y;
   }
-  if (!l.packed.data.defined()) return FallbackForward(l, x);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = l.out;
   const at::Tensor x2 = x.reshape({-1, l.in}).to(at::kFloat).contiguous();
-  return internal::Int8Gemm(l.packed, l.scale, l.bias, x2).to(x.scalar_type()).view(shape);
+  return internal::Int8Gemm(l.packed, l.scale, l.bias, x2, act).to(x.scalar_type()).view(shape);
 }
 
 int64_t Linear::in_features() const { return impl_ ? impl_->in : 0; }

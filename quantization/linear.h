@@ -35,6 +35,12 @@ absl::StatusOr<Int8Matrix> QuantizePerChannel(const at::Tensor& w, std::string_v
 // [out, in] in `dtype`, on the device of m.q.
 at::Tensor Dequantize(const Int8Matrix& m, at::ScalarType dtype);
 
+// Optional elementwise activation applied to a Linear's output.
+enum class Activation {
+  kNone,
+  kGeluTanh,  // GELU, tanh approximation, evaluated in fp32
+};
+
 // y = x W^T + b. The only place FP and INT8 differ; a copyable, immutable handle.
 // INT8 on an AVX-512 VNNI CPU: weights are reordered once into a blocked layout (the plain
 // copy is dropped); activations are quantized per token (row) to 8 bits at each call,
@@ -52,6 +58,10 @@ class Linear {
   // x: [..., in] -> [..., out], same dtype and device as x. Throws c10::Error on a
   // shape mismatch or an empty handle.
   at::Tensor Forward(const at::Tensor& x) const;
+  // act(x W^T + b). kGeluTanh: on the VNNI path GELU is fused into the GEMM's epilogue
+  // (simd_math.h: within a few ulp of ATen's); elsewhere it is
+  // at::gelu(y.to(fp32), "tanh").to(y's dtype) after Forward(x).
+  at::Tensor Forward(const at::Tensor& x, Activation act) const;
 
   int64_t in_features() const;
   int64_t out_features() const;

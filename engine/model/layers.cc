@@ -1,5 +1,8 @@
 #include "engine/model/layers.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "engine/model/status_macros.h"
 
 namespace moondream {
@@ -31,7 +34,28 @@ absl::StatusOr<Mlp> Mlp::Load(const WeightStore::Scope& scope, int64_t dim, int6
 }
 
 at::Tensor Mlp::Forward(const at::Tensor& x) const {
-  return fc2.Forward(GeluTanh(fc1.Forward(x)));
+  if (!fc1.is_int8()) return fc2.Forward(GeluTanh(fc1.Forward(x)));
+  // INT8: GELU fused into fc1, and the rows in chunks whose fp32 hidden activations stay
+  // under kHiddenChunkBytes. The INT8 kernel quantizes activations per row, so chunking
+  // does not change the result; it caps the temporaries of long inputs (a vision crop's
+  // 729 tokens, the 730-position image prefill) at a few MB instead of tens.
+  constexpr int64_t kHiddenChunkBytes = 8 << 20;
+  const int64_t inner = fc1.out_features();
+  const at::Tensor x2 = x.reshape({-1, x.size(-1)});
+  const int64_t rows = x2.size(0);
+  const int64_t max_rows = std::max<int64_t>(64, kHiddenChunkBytes / (inner * 4));
+  if (rows <= max_rows) return fc2.Forward(fc1.Forward(x, quant::Activation::kGeluTanh));
+  const int64_t chunks = (rows + max_rows - 1) / max_rows;
+  const int64_t per_chunk = (rows + chunks - 1) / chunks;
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = fc2.out_features();
+  at::Tensor out = at::empty({rows, fc2.out_features()}, x.options());
+  for (int64_t r0 = 0; r0 < rows; r0 += per_chunk) {
+    const int64_t n = std::min(per_chunk, rows - r0);
+    out.narrow(0, r0, n).copy_(
+        fc2.Forward(fc1.Forward(x2.narrow(0, r0, n), quant::Activation::kGeluTanh)));
+  }
+  return out.view(shape);
 }
 
 }  // namespace moondream

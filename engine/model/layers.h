@@ -23,7 +23,8 @@ struct LayerNorm {
 // GELU, tanh approximation, evaluated in fp32 (spec §9.2); the result has x's dtype.
 at::Tensor GeluTanh(const at::Tensor& x);
 
-// fc1 -> GELU_tanh -> fc2.
+// fc1 -> GELU_tanh -> fc2. With an INT8 fc1 the GELU is fused into fc1's GEMM
+// (quant::Activation::kGeluTanh: same function, rounding within a few ulp of GeluTanh).
 struct Mlp {
   quant::Linear fc1, fc2;
   static absl::StatusOr<Mlp> Load(const WeightStore::Scope& scope, int64_t dim, int64_t inner,

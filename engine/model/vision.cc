@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/model/status_macros.h"
 #include "engine/model/torch_compat.h"
+#include "engine/model/vision_kernels.h"
 
 namespace moondream {
 
@@ -49,13 +50,17 @@ absl::StatusOr<VisionEncoder> VisionEncoder::Load(const WeightStore::Scope& visi
   return enc;
 }
 
-at::Tensor VisionEncoder::Patchify(const Crops& crops, at::ScalarType dtype) const {
-  const int64_t n = crops.count, s = config_.crop_size, p = config_.enc_patch_size;
+at::Tensor VisionEncoder::Patchify(const Crops& crops, int64_t first, int64_t n,
+                                   at::ScalarType dtype) const {
+  const int64_t s = config_.crop_size, p = config_.enc_patch_size;
   const int64_t g = config_.grid(), c = config_.in_channels;
-  TORCH_CHECK(crops.size == s && n >= 2 && crops.pixels.size() == size_t(n * s * s * c),
+  TORCH_CHECK(crops.size == s && crops.count >= 2 &&
+                  crops.pixels.size() == size_t(crops.count * s * s * c),
               "vision: crops must be [N >= 2, ", s, ", ", s, ", ", c, "] uint8");
-  const at::Tensor u8 = at::from_blob(const_cast<uint8_t*>(crops.pixels.data()), {n, s, s, c},
-                                      at::TensorOptions().dtype(at::kByte));
+  TORCH_CHECK(first >= 0 && n >= 1 && first + n <= crops.count, "vision: bad crop range");
+  const at::Tensor u8 =
+      at::from_blob(const_cast<uint8_t*>(crops.pixels.data()) + first * s * s * c,
+                    {n, s, s, c}, at::TensorOptions().dtype(at::kByte));
   // Reference op order in fp32: /255, −0.5, /0.5 (the goldens' encoder input).
   const at::Tensor pixels = u8.to(at::kFloat).div(255).sub(0.5).div(0.5);  // [N, S, S, C]
   // Element (b, ch, 14r+dy, 14c+dx) -> patch t = g·r + c, feature ch·p² + dy·p + dx.
@@ -82,21 +87,46 @@ at::Tensor VisionEncoder::BlockForward(const Block& block, const at::Tensor& x) 
   return h + block.mlp.Forward(block.ln2.Forward(h));
 }
 
-at::Tensor VisionEncoder::Stitch(const at::Tensor& local, const Tiling& tiling) const {
-  const int64_t g = config_.grid(), m = config_.overlap_margin, step = g - 2 * m;
-  at::Tensor out = at::zeros({step * tiling.rows + 2 * m, step * tiling.cols + 2 * m,
-                              local.size(3)},
-                             local.options());
-  for (int i = 0; i < tiling.rows; ++i) {
-    const int64_t y0 = i == 0 ? 0 : m, y1 = i == tiling.rows - 1 ? g : g - m;
-    for (int j = 0; j < tiling.cols; ++j) {
-      const int64_t x0 = j == 0 ? 0 : m, x1 = j == tiling.cols - 1 ? g : g - m;
-      out.slice(0, step * i + y0, step * i + y1)
-          .slice(1, step * j + x0, step * j + x1)
-          .copy_(local[i * tiling.cols + j].slice(0, y0, y1).slice(1, x0, x1));
+at::Tensor VisionEncoder::TowerInt8(const at::Tensor& patches) const {
+  const int64_t heads = config_.enc_n_heads;
+  const bool fused = FusedAttentionSupported() && patches.device().is_cpu();
+  at::Tensor x = patch_emb_.Forward(patches).add_(pos_emb_[0]);  // [T, D]
+  for (const Block& block : blocks_) {
+    // Scoped so that qkv and the attention output are freed before the MLP's temporaries
+    // are allocated (the crop's activation peak).
+    {
+      at::Tensor attn;
+      if (fused) {
+        attn = FusedSelfAttention(block.qkv.Forward(block.ln1.Forward(x)), heads);  // [T, D]
+      } else {
+        const int64_t t = x.size(0), hd = config_.head_dim();
+        const at::Tensor qkv = block.qkv.Forward(block.ln1.Forward(x))
+                                   .view({t, 3, heads, hd})
+                                   .permute({1, 2, 0, 3});  // [3, H, T, hd]
+        attn = Sdpa(qkv[0], qkv[1], qkv[2], at::Tensor()).transpose(0, 1).reshape({t, -1});
+      }
+      x.add_(block.proj.Forward(attn));
     }
+    x.add_(block.mlp.Forward(block.ln2.Forward(x)));
   }
-  return out;
+  return post_ln_.Forward(x);
+}
+
+at::Tensor VisionEncoder::NewStitched(const Tiling& tiling, const at::TensorOptions& options) const {
+  const int64_t g = config_.grid(), m = config_.overlap_margin, step = g - 2 * m;
+  return at::zeros({step * tiling.rows + 2 * m, step * tiling.cols + 2 * m, config_.enc_dim},
+                   options);
+}
+
+void VisionEncoder::StitchCrop(const at::Tensor& local, int64_t index, const Tiling& tiling,
+                               at::Tensor& stitched) const {
+  const int64_t g = config_.grid(), m = config_.overlap_margin, step = g - 2 * m;
+  const int64_t i = index / tiling.cols, j = index % tiling.cols;
+  const int64_t y0 = i == 0 ? 0 : m, y1 = i == tiling.rows - 1 ? g : g - m;
+  const int64_t x0 = j == 0 ? 0 : m, x1 = j == tiling.cols - 1 ? g : g - m;
+  stitched.slice(0, step * i + y0, step * i + y1)
+      .slice(1, step * j + x0, step * j + x1)
+      .copy_(local.slice(0, y0, y1).slice(1, x0, x1));
 }
 
 at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
@@ -105,24 +135,47 @@ at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
               pos_emb_.scalar_type());
   TORCH_CHECK(crops.count == crops.tiling.rows * crops.tiling.cols + 1,
               "vision: crop count does not match the tiling");
-  const int64_t g = config_.grid(), d = config_.enc_dim;
-  at::Tensor x = patch_emb_.Forward(Patchify(crops, dtype).to(pos_emb_.device()));
-  x = x + pos_emb_;                                      // [N, g², D]
-  for (const Block& block : blocks_) x = BlockForward(block, x);
-  const at::Tensor out = post_ln_.Forward(x);           // [N, g², D]
-  const at::Tensor stitched = Stitch(out.slice(0, 1).view({crops.count - 1, g, g, d}),
-                                     crops.tiling);     // [R_h, R_w, D]
+  const int64_t n = crops.count, g = config_.grid(), d = config_.enc_dim;
+  at::Tensor global, stitched = NewStitched(crops.tiling, pos_emb_.options());  // [R_h, R_w, D]
+  at::Tensor out;  // [N, g², D] after post_ln: every crop (FP path, or taps requested)
+  const bool per_crop = !blocks_.empty() && blocks_[0].qkv.is_int8() && dtype == at::kFloat;
+  if (per_crop) {
+    // Crop by crop: each local crop goes straight into the stitched map (spec §4.3).
+    if (taps != nullptr) out = at::empty({n, g * g, d}, pos_emb_.options());
+    for (int64_t i = 0; i < n; ++i) {
+      const at::Tensor crop = TowerInt8(Patchify(crops, i, 1, dtype)[0].to(pos_emb_.device()));
+      if (out.defined()) out[i].copy_(crop);
+      if (i == 0) {
+        global = crop;
+      } else {
+        StitchCrop(crop.view({g, g, d}), i - 1, crops.tiling, stitched);
+      }
+    }
+  } else {
+    at::Tensor x = patch_emb_.Forward(Patchify(crops, 0, n, dtype).to(pos_emb_.device()));
+    x = x + pos_emb_;                                      // [N, g², D]
+    for (const Block& block : blocks_) x = BlockForward(block, x);
+    out = post_ln_.Forward(x);
+    global = out[0];
+    for (int64_t i = 1; i < n; ++i) {
+      StitchCrop(out[i].view({g, g, d}), i - 1, crops.tiling, stitched);
+    }
+  }
   // Adaptive average pooling with fp32 accumulation (spec §4.3; UNVERIFIED there for the
   // reference's CPU path, irrelevant in fp32 where it matches the goldens bit for bit).
-  const at::Tensor pooled =
-      at::adaptive_avg_pool2d(stitched.permute({2, 0, 1}).to(at::kFloat), {g, g});  // [D, g, g]
+  // The map is [R_h, R_w, D], i.e. channels-last [1, D, R_h, R_w]: the INT8 path pools it
+  // in place (the FP paths keep the ATen call their goldens were measured with, which
+  // first copies the map to [D, R_h, R_w]).
+  const at::Tensor pooled =  // [D, g, g]
+      per_crop ? at::adaptive_avg_pool2d(stitched.unsqueeze(0).permute({0, 3, 1, 2}), {g, g})[0]
+               : at::adaptive_avg_pool2d(stitched.permute({2, 0, 1}).to(at::kFloat), {g, g});
   const at::Tensor local = pooled.permute({1, 2, 0}).reshape({g * g, d}).to(dtype);
   if (taps != nullptr) {
     taps->encoder_out = out;
     taps->reconstructed = stitched;
     taps->pooled = pooled.to(dtype);
   }
-  return proj_mlp_.Forward(at::cat({out[0], local}, -1));  // [g², proj_out_dim]
+  return proj_mlp_.Forward(at::cat({global, local}, -1));  // [g², proj_out_dim]
 }
 
 uint64_t VisionEncoder::bytes() const {

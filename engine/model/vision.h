@@ -38,8 +38,11 @@ class VisionEncoder {
 
   // crops (from OverlapCrops with CropConfigFor(config)) -> image embeddings
   // [grid², proj_out_dim] in `dtype`, which must be the weights' compute dtype. Pixels are
-  // normalised in fp32 ((u8/255 − 0.5)/0.5), then cast to `dtype`. All crops run as one
-  // batch, except attention, which runs crop by crop (one crop's scores at a time).
+  // normalised in fp32 ((u8/255 − 0.5)/0.5), then cast to `dtype`.
+  // FP32/BF16: all crops run as one batch, except attention, which runs crop by crop (one
+  // crop's scores at a time). INT8: the tower runs crop by crop (activations are quantized
+  // per token, so batching changes nothing but memory), and on AVX-512 CPUs attention is
+  // the fused kernel of vision_kernels.h instead of the ATen ops.
   // Throws c10::Error on bad input (callers run it under RunGuarded).
   at::Tensor Encode(const Crops& crops, at::ScalarType dtype, VisionTaps* taps = nullptr) const;
 
@@ -54,12 +57,19 @@ class VisionEncoder {
     Mlp mlp;
   };
 
-  // crops -> normalised patches [N, grid², patch_dim] in dtype (spec §3.4, §4.1).
-  at::Tensor Patchify(const Crops& crops, at::ScalarType dtype) const;
+  // crops [first, first + count) -> normalised patches [count, grid², patch_dim] in dtype
+  // (spec §3.4, §4.1).
+  at::Tensor Patchify(const Crops& crops, int64_t first, int64_t count,
+                      at::ScalarType dtype) const;
   // x: [N, T, enc_dim] -> same shape (spec §4.2).
   at::Tensor BlockForward(const Block& block, const at::Tensor& x) const;
-  // local: [n, grid, grid, enc_dim] -> [R_h, R_w, enc_dim] (spec §4.3).
-  at::Tensor Stitch(const at::Tensor& local, const Tiling& tiling) const;
+  // The INT8 tower of one crop: patches [T, patch_dim] fp32 -> post_ln output [T, enc_dim].
+  at::Tensor TowerInt8(const at::Tensor& patches) const;
+  // Spec §4.3: the zeroed [R_h, R_w, enc_dim] map, and local crop `index` (row-major in the
+  // tiling; local: [grid, grid, enc_dim]) copied into it without the overlap margins.
+  at::Tensor NewStitched(const Tiling& tiling, const at::TensorOptions& options) const;
+  void StitchCrop(const at::Tensor& local, int64_t index, const Tiling& tiling,
+                  at::Tensor& stitched) const;
 
   VisionConfig config_;
   quant::Linear patch_emb_;

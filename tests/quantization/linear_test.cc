@@ -162,6 +162,49 @@ TEST(DenseLinear, EqualsAtLinear) {
   }
 }
 
+// The fused GELU epilogue: GELU(tanh) of the plain INT8 result. The kernel evaluates
+// x / (1 + e^(-2u)) with its own exp: within 1e-5 relative of fp64 wherever GELU is not tiny
+// (ATen's fp32 tanh form loses ~5e-5 to cancellation for x << 0), including outputs far in
+// both tails and NaN rows. The portable path is at::gelu of its output exactly.
+TEST(Int8Linear, FusedGeluMatchesGeluOfForward) {
+  at::manual_seed(9);
+  const Int8Matrix q = Quantize(at::randn({300, 130}));
+  const at::Tensor b = at::randn({300}) * 4;
+  at::Tensor x = at::randn({37, 130}) * 3;
+  x[5] *= 100;
+  x[9][3] = std::nanf("");
+
+  setenv("MOONDREAM_QUANT_KERNEL", "reference", 1);
+  const Linear portable = Linear::Int8(q, b);
+  unsetenv("MOONDREAM_QUANT_KERNEL");
+  const at::Tensor p = portable.Forward(x);
+  EXPECT_TRUE(at::equal(portable.Forward(x, Activation::kGeluTanh).nan_to_num(0),
+                        at::gelu(p, "tanh").nan_to_num(0)));
+
+  const Linear lin = Linear::Int8(q, b);
+  const at::Tensor plain = lin.Forward(x);
+  const at::Tensor fused = lin.Forward(x, Activation::kGeluTanh);
+  const at::Tensor ref = at::gelu(plain.to(at::kDouble), "tanh");
+  EXPECT_EQ(fused.sizes(), plain.sizes());
+  EXPECT_TRUE(at::isnan(fused[9]).all().item<bool>());
+  const at::Tensor ok = at::isfinite(ref);
+  const double err = (fused.to(at::kDouble) - ref).masked_select(ok).abs().max().item<double>();
+  EXPECT_LE(err, 2e-6 * ref.masked_select(ok).abs().max().item<double>());
+  const at::Tensor big = ok.logical_and(ref.abs() > 1e-3);
+  const at::Tensor rel = ((fused.to(at::kDouble) - ref) / ref).masked_select(big).abs();
+  EXPECT_LE(rel.max().item<double>(), 1e-5);
+}
+
+TEST(DenseLinear, FusedGeluIsGeluOfForward) {
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    const Linear lin = Linear::Dense(at::randn({51, 33}).to(dtype), at::randn({51}).to(dtype));
+    const at::Tensor x = at::randn({4, 7, 33}).to(dtype);
+    const at::Tensor y = lin.Forward(x);
+    EXPECT_TRUE(at::equal(lin.Forward(x, Activation::kGeluTanh),
+                          at::gelu(y.to(at::kFloat), "tanh").to(dtype)));
+  }
+}
+
 TEST(Embedding, Int8LookupMatchesDequantizedRows) {
   const at::Tensor table = at::randn({100, 24});
   const Int8Matrix q = Quantize(table);
