@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "engine/model/attention.h"
+#include "engine/process_memory.h"
 #include "engine/model/status_macros.h"
 #include "engine/model/torch_compat.h"
 
@@ -119,6 +120,7 @@ at::Tensor TextDecoder::Prefill(const at::Tensor& embeds, int64_t pos, KvCache& 
   at::Tensor h = embeds.to(dtype_);
   for (int i = 0; i < config_.n_layers; ++i) {
     h = BlockForward(blocks_[i], i, h, pos, mask, cache);
+    if (t > kPrefillRows) ReleaseFreeHeap();
   }
   return h;
 }
