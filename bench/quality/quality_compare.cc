@@ -113,6 +113,9 @@ absl::StatusOr<RegionStats> CompareRegions(const Moondream& fp32, const Moondrea
   s.first_decision = (Argmax(ta.logits0) == eos) == (Argmax(tb.logits0) == eos);
   if (ta.coord_logits_x.defined() && tb.coord_logits_x.defined()) {
     s.first_x_bin_delta = std::abs(Argmax(ta.coord_logits_x) - Argmax(tb.coord_logits_x));
+    const at::Tensor top2 = std::get<0>(ta.coord_logits_x.topk(2));
+    s.x_margin0 = (top2[0] - top2[1]).item<double>();
+    s.x_logit_error = (tb.coord_logits_x - ta.coord_logits_x).abs().max().item<double>();
   }
   const size_t common = std::min(oa.size(), ob.size());
   bool equal_so_far = true;
@@ -200,10 +203,10 @@ std::string FormatTable(const std::string& title, const std::vector<ImageStats>&
     for (const RegionStats& g : r.regions) {
       std::snprintf(line, sizeof(line),
                     "%-28s %-8s %9s %9s  objects fp32/int8 %2d/%-2d first-decision %-3s "
-                    "x0-bin|d| %3d  leading-equal %2d  mean|d| %.4f\n",
+                    "x0-bin|d| %3d (margin %.3f, err %.3f)  leading-equal %2d  mean|d| %.4f\n",
                     r.image.c_str(), "", "", g.task.c_str(), g.n_fp32, g.n_int8,
-                    g.first_decision ? "yes" : "NO", g.first_x_bin_delta, g.leading_equal,
-                    g.mean_abs_delta);
+                    g.first_decision ? "yes" : "NO", g.first_x_bin_delta, g.x_margin0,
+                    g.x_logit_error, g.leading_equal, g.mean_abs_delta);
       out += line;
     }
   }

@@ -40,6 +40,8 @@ struct RegionStats {
   int n_fp32 = 0, n_int8 = 0;
   bool first_decision = false;  // both say "object" or both say EOS at step 0
   int first_x_bin_delta = -1;   // |argmax x bin| of object 0; -1 when either has none
+  double x_margin0 = 0;         // object 0: FP32 x logits top1 - top2 (how close the choice was)
+  double x_logit_error = 0;     // object 0: max |INT8 - FP32| x logit over all bins
   int leading_equal = 0;        // objects identical from the start
   double mean_abs_delta = 0;    // over coordinates of the common prefix of objects
 };

@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "engine/model/attention.h"
-#include "engine/process_memory.h"
+#include "engine/model/fused_attention.h"
 #include "engine/model/status_macros.h"
 #include "engine/model/torch_compat.h"
 
@@ -75,21 +75,37 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
   // runs in row chunks: two passes hold h, the queries, the output and one chunk's
   // activations instead of the whole sequence's (~200 MB of fp32 MLP/QKV intermediates).
   const int64_t chunk = std::min<int64_t>(t, kPrefillRows);
+  // INT8 image-prefix prefill (no mask: every row attends to every row): the fused fp32
+  // kernel over one [T, 3, H, hd] buffer of rotated q | rotated k | v, instead of attention
+  // over the cache's bf16 copy.
+  const bool fused = block.qkv.is_int8() && !mask.defined() && pos == 0 && t > 1 &&
+                     dtype_ == at::kFloat && h.device().is_cpu() && FusedAttentionSupported();
   // Pass 1: rotated keys and values of every row into the cache; the queries kept.
-  at::Tensor q;  // [H, T, hd]
+  at::Tensor q;  // [H, T, hd], or the fused kernel's [T, 3, H, hd]
   for (int64_t r = 0; r < t; r += chunk) {
     const int64_t n = std::min(chunk, t - r);
     const at::Tensor qkv = block.qkv.Forward(block.ln.Forward(h.narrow(0, r, n)))  // [n, 3D]
                                .view({n, 3, heads, hd})
                                .permute({1, 2, 0, 3});                             // [3, H, n, hd]
-    const at::Tensor q_rows = Rotary(qkv[0], pos + r);
-    if (n == t) {
+    const at::Tensor q_rows = Rotary(qkv[0], pos + r), k_rows = Rotary(qkv[1], pos + r);
+    if (fused) {
+      if (r == 0) q = at::empty({t, 3, heads, hd}, q_rows.options());
+      const at::Tensor rows = q.narrow(0, r, n);
+      rows.select(1, 0).copy_(q_rows.transpose(0, 1));
+      rows.select(1, 1).copy_(k_rows.transpose(0, 1));
+      rows.select(1, 2).copy_(qkv[2].transpose(0, 1));
+    } else if (n == t) {
       q = q_rows;
     } else {
       if (r == 0) q = at::empty({heads, t, hd}, q_rows.options());
       q.narrow(1, r, n).copy_(q_rows);
     }
-    cache.Write(layer, pos + r, Rotary(qkv[1], pos + r), qkv[2]);
+    cache.Write(layer, pos + r, k_rows, qkv[2]);
+  }
+  at::Tensor fused_attn;  // [T, D]
+  if (fused) {
+    fused_attn = FusedSelfAttention(q.view({t, 3 * config_.dim}), heads);
+    q.reset();  // the 3x larger buffer goes before pass 2 allocates
   }
   // Pass 2: attention over every written position, projection and the parallel MLP.
   const std::vector<KvSegment> kv = cache.Segments(layer, pos + t);
@@ -98,9 +114,10 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
     const int64_t n = std::min(chunk, t - r);
     const at::Tensor rows = h.narrow(0, r, n);
     const at::Tensor attn =
-        CachedAttention(q.narrow(1, r, n), kv, mask.defined() ? mask.narrow(0, r, n) : mask)
-            .permute({1, 0, 2})
-            .reshape({n, config_.dim});  // [n, D]
+        fused ? fused_attn.narrow(0, r, n)
+              : CachedAttention(q.narrow(1, r, n), kv, mask.defined() ? mask.narrow(0, r, n) : mask)
+                    .permute({1, 0, 2})
+                    .reshape({n, config_.dim});  // [n, D]
     // Reference order: (h + attn) first, then + mlp (spec §5.1).
     at::Tensor y = (rows + block.proj.Forward(attn)) + block.mlp.Forward(block.ln.Forward(rows));
     if (n == t) return y;
@@ -120,7 +137,6 @@ at::Tensor TextDecoder::Prefill(const at::Tensor& embeds, int64_t pos, KvCache& 
   at::Tensor h = embeds.to(dtype_);
   for (int i = 0; i < config_.n_layers; ++i) {
     h = BlockForward(blocks_[i], i, h, pos, mask, cache);
-    if (t > kPrefillRows) ReleaseFreeHeap();
   }
   return h;
 }

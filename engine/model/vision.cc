@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/model/status_macros.h"
 #include "engine/model/torch_compat.h"
-#include "engine/model/vision_kernels.h"
+#include "engine/model/fused_attention.h"
 
 namespace moondream {
 

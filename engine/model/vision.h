@@ -42,7 +42,7 @@ class VisionEncoder {
   // FP32/BF16: all crops run as one batch, except attention, which runs crop by crop (one
   // crop's scores at a time). INT8: the tower runs crop by crop (activations are quantized
   // per token, so batching changes nothing but memory), and on AVX-512 CPUs attention is
-  // the fused kernel of vision_kernels.h instead of the ATen ops.
+  // the fused kernel of fused_attention.h instead of the ATen ops.
   // Throws c10::Error on bad input (callers run it under RunGuarded).
   at::Tensor Encode(const Crops& crops, at::ScalarType dtype, VisionTaps* taps = nullptr) const;
 

@@ -21,12 +21,14 @@
 //   step-0 top-1 flips at FP32 margin <= 0.18               flips at margins up to 1.47
 //   teacher-forced top-1 rate    93.0% a / 99.0% b      30% a / 55% b
 //   detect/point first decision  all equal                  4 differ
-//   object 0 x bin |delta|       0 everywhere               124..423 bins on 9 pairs
+//   object 0 x bin |delta|       0 (1 near-tie: 313) ¹      124..423 bins on 9 pairs
+//   object 0 x logit error, max  1.28 a / 4.19 b            (not re-measured)
 // Each bound sits ~2.5x above the worst correct value and below the best broken one
 // (public-b's worst-row cosine excepted: gray img6 overlaps, so there the bound only
 // guards against gross breaks). Object counts and later objects are reported, not
 // asserted: after the first near-tie coordinate both runs follow different, equally valid
 // greedy paths (count mismatches 20/13, 18/14, 1/20 occur on a correct INT8 path).
+// ¹ since the fused INT8 image-prefix attention (fp32 K/V in the prefill); see kMaxFirstXBinDelta.
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -52,18 +54,22 @@ struct Thresholds {
   double max_kl0;           // step-0 KL(P||Q), nats
   double max_kl_mean;       // mean KL over teacher-forced steps, per task
   double min_agreement;     // teacher-forced top-1 rate over the whole checkpoint
+  double max_coord_error;   // object 0: max |INT8 - FP32| x coordinate logit
 };
 // FP32 step-0 margin above which INT8 must pick the same token (flips seen <= 0.18).
 constexpr double kDecisionMargin = 0.3;
 // Object 0's x bin may move to a neighbour (adjacent bins of the random coordinate
-// decoder are near-ties); a broken path lands 100+ bins away.
+// decoder are near-ties); a broken path lands 100+ bins away. Demanded only where FP32's
+// top-1 x logit beats its runner-up by more than two worst-case coordinate errors (the
+// two bins can each move by max_coord_error): public-a p3_palette detect has a margin of
+// 1.62 against errors of 1.22 and INT8 correctly picks FP32's runner-up, 313 bins away.
 constexpr int kMaxFirstXBinDelta = 2;
 
 // public-b has half the widths (enc 32, D 64): fewer terms average out the rounding
 // error, so its errors are ~2-3x those of public-a; its bounds scale with them.
 Thresholds ThresholdsFor(const std::string& set) {
-  if (set == "public-a") return {0.995, 0.99, 0.03, 0.03, 0.85};
-  return {0.99, 0.93, 0.06, 0.06, 0.9};
+  if (set == "public-a") return {0.995, 0.99, 0.03, 0.03, 0.85, 3.0};
+  return {0.99, 0.93, 0.06, 0.06, 0.9, 10.0};
 }
 
 std::string ReadBytes(const std::string& path) {
@@ -122,7 +128,9 @@ void CheckImage(const ImageStats& s, const Thresholds& t) {
   for (const auto& region : s.regions) {
     SCOPED_TRACE(region.task);
     EXPECT_TRUE(region.first_decision);  // object vs EOS at the prompt
-    if (region.first_x_bin_delta >= 0) {
+    if (region.first_x_bin_delta < 0) continue;  // no object in one of the runs
+    EXPECT_LE(region.x_logit_error, t.max_coord_error);
+    if (region.x_margin0 > 2 * t.max_coord_error) {
       EXPECT_LE(region.first_x_bin_delta, kMaxFirstXBinDelta);
     }
   }

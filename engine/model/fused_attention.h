@@ -1,5 +1,6 @@
-// AVX-512 fp32 kernels of the INT8 vision path: fused multi-head self-attention over one
-// crop, without the [H, T, T] score tensor. The FP32/BF16 paths keep the ATen ops of spec
+// AVX-512 fp32 fused multi-head self-attention without the [H, T, T] score tensor, for the
+// INT8 paths: each vision crop, and the text decoder's image-prefix prefill (every row sees
+// every row there). The FP32/BF16 paths keep the ATen ops of spec
 // §9.3 (their results are compared bit for bit); this kernel evaluates the same formula in
 // another order (scale folded into the exponent, polynomial exp), within ~1e-6 relative.
 #pragma once

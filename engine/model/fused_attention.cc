@@ -1,4 +1,4 @@
-#include "engine/model/vision_kernels.h"
+#include "engine/model/fused_attention.h"
 
 #include <immintrin.h>
 

@@ -1,4 +1,4 @@
-// The fused INT8-path attention (engine/model/vision_kernels.h) against softmax(q·kᵀ/√hd)·v
+// The fused INT8-path attention (engine/model/fused_attention.h) against softmax(q·kᵀ/√hd)·v
 // in fp64: shapes of the vision tower (729 tokens, 16 heads of 72), key panel and query
 // block tails, head dims across one and two value tiles, strided qkv rows, peaked scores.
 #include <algorithm>
@@ -9,7 +9,7 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
-#include "engine/model/vision_kernels.h"
+#include "engine/model/fused_attention.h"
 
 namespace moondream {
 namespace {
