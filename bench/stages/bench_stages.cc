@@ -51,6 +51,10 @@
 namespace moondream {
 namespace {
 
+// Environment that changes the timings: recorded in the output and the JSON.
+constexpr const char* kEnvNames[] = {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS",
+                                     "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE"};
+
 namespace mb = bench;
 
 // ---- targets (the issue; docs/engine.md) ----
@@ -375,11 +379,10 @@ int Main(const Options& o, const std::string& command) {
   }
   const int n_crops = crops->count;
 
-  const char* env_names[] = {"OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE"};
   std::map<std::string, std::string> env;
-  for (const char* name : env_names) env[name] = std::getenv(name) ? std::getenv(name) : "";
-  if (env["OMP_WAIT_POLICY"].empty())
-    std::cerr << "bench_stages: note: OMP_WAIT_POLICY is unset (scripts/serve runs with PASSIVE)\n";
+  for (const char* name : kEnvNames) env[name] = std::getenv(name) ? std::getenv(name) : "";
+  if (env["GOMP_SPINCOUNT"].empty() && env["OMP_WAIT_POLICY"].empty())
+    std::cerr << "bench_stages: note: GOMP_SPINCOUNT is unset (scripts/serve runs with 100000)\n";
   const std::string kernel = quant::internal::CpuHasVnni() ? "avx512-vnni" : "fallback (dequantize + matmul)";
   const std::string loadavg_start = mb::LoadAvg();
   Progress("threads " + std::to_string(threads) + ", image " + std::to_string(rgb->width) + "x" +
@@ -470,9 +473,10 @@ int Main(const Options& o, const std::string& command) {
   // ---- stdout: the summary ----
   std::printf("bench_stages  model %s  image %s (%dx%d, %d crops)\n", dir->c_str(), o.image.c_str(),
               rgb->width, rgb->height, n_crops);
-  std::printf("threads %d  repeats %d  decode steps %d  INT8 kernel %s  OMP_WAIT_POLICY=%s OPENBLAS_NUM_THREADS=%s\n",
-              threads, o.repeats, o.decode_steps, kernel.c_str(), env["OMP_WAIT_POLICY"].c_str(),
-              env["OPENBLAS_NUM_THREADS"].c_str());
+  std::printf("threads %d  repeats %d  decode steps %d  INT8 kernel %s ", threads, o.repeats,
+              o.decode_steps, kernel.c_str());
+  for (const char* name : kEnvNames) std::printf(" %s=%s", name, env[name].c_str());
+  std::printf("\n");
   std::printf("read bandwidth %.1f GB/s (start %.1f, end %.1f; the higher is the roofline)\n", bw, bw_start, bw_end);
   std::printf("loadavg start %s | end %s\n\n", loadavg_start.c_str(), loadavg_end.c_str());
   std::printf("ms: median / min over %d repeats of wall time; CPU rows: process CPU time, all threads (the\n"
@@ -638,7 +642,7 @@ int main(int argc, char** argv) {
   Options o;
   o.threads = CpuCount();
   std::string command;
-  for (const char* name : {"OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE"})
+  for (const char* name : kEnvNames)
     if (const char* v = std::getenv(name)) command += std::string(name) + "=" + v + " ";
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
   try {

@@ -10,7 +10,7 @@ bin="$1" fixtures="$2"
 ckpt="$fixtures/public-a/ckpt" image="img0_378x378"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-export OMP_WAIT_POLICY=PASSIVE
+export GOMP_SPINCOUNT=100000
 "$bin" --model-dir "$ckpt" --image "$fixtures/images/$image.png" --repeats 1 --decode-steps 3 \
   --json "$out/all.json" >"$out/all.txt" 2>"$out/all.err" || { cat "$out/all.err"; exit 1; }
 "$bin" --model-dir "$ckpt" --image "$fixtures/images/$image.png" --precisions int8 --stages decode \
