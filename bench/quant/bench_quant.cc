@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
   std::printf("threads=%d OPENBLAS_CORETYPE=%s INT8 kernel=%s\n", at::get_num_threads(),
               core ? core : "(unset)", mqi::CpuHasVnni() ? "avx512-vnni" : "fallback (dequantize + matmul)");
   const double bw = ReadBandwidth();
-  std::printf("read bandwidth (8 MiB slices of a 1 GiB buffer, %d threads): %.1f GB/s\n", at::get_num_threads(), bw);
+  std::printf("read bandwidth (best 64 MiB slice of a 1 GiB buffer, %d threads): %.1f GB/s\n", at::get_num_threads(), bw);
   PrintLoad();
   std::printf("\n");
   std::printf("ms and ratios: median / min wall time per call; GOPS, GB/s and roofline from the\n"
