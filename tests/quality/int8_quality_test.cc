@@ -22,7 +22,7 @@
 //   teacher-forced top-1 rate    93.0% a / 99.0% b      30% a / 55% b
 //   detect/point first decision  all equal                  4 differ
 //   object 0 x bin |delta|       0 (1 near-tie: 313) ¹      124..423 bins on 9 pairs
-//   object 0 x logit error, max  1.28 a / 4.19 b            (not re-measured)
+//   object 0 x logit error, max  1.28 a / 4.19 b            min 10.3 a / 16.0 b
 // Each bound sits ~2.5x above the worst correct value and below the best broken one
 // (public-b's worst-row cosine excepted: gray img6 overlaps, so there the bound only
 // guards against gross breaks). Object counts and later objects are reported, not
