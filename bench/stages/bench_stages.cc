@@ -148,7 +148,9 @@ DecodeBytes Int8DecodeBytes(const TextConfig& c, int prompt_len, int steps) {
   const at::ScalarType kv = KvCacheDtype(Precision::kINT8);
   // Step i (0-based) writes position 730 + prompt + i and attends to that many + 1 positions.
   b.kv_context = c.prefix_attn + prompt_len + (steps + 1) / 2.0;
-  b.kv_per_token = static_cast<uint64_t>(2.0 * c.n_layers * d * b.kv_context * at::elementSize(kv));
+  // K and V rows of every layer and head; an int8 cache adds one fp32 scale per row.
+  const double row_bytes = c.head_dim() * at::elementSize(kv) + (kv == at::kChar ? 4.0 : 0.0);
+  b.kv_per_token = static_cast<uint64_t>(2.0 * c.n_layers * c.n_heads * row_bytes * b.kv_context);
   b.kv_dtype = at::toString(kv);
   return b;
 }

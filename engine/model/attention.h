@@ -15,7 +15,7 @@ namespace moondream {
 // must see >= 1 key. Returns [H, T, hd] in q's dtype.
 //
 // One query row on an AVX-512 CPU (every decode step) runs a fused kernel that reads the
-// cache in its own dtype (fp32 or bf16) once, segment by segment; otherwise the segments
+// cache in its own dtype (fp32, bf16, or int8 rows with their scales) once, segment by segment; otherwise the segments
 // are joined in fp32 and attended a few heads at a time, so the scores never exceed
 // ~8 MiB (a 730-position prefill would otherwise hold 2 x 68 MB of scores).
 at::Tensor CachedAttention(const at::Tensor& q, const std::vector<KvSegment>& kv,

@@ -11,8 +11,13 @@ KvCache KvCache::Allocate(const TextConfig& config, int64_t capacity, at::Scalar
   TORCH_CHECK(capacity > 0 && capacity <= config.max_context, "KV cache capacity ", capacity,
               " outside 1..", config.max_context);
   KvCache cache;
+  const at::TensorOptions options = at::TensorOptions().dtype(dtype).device(device);
   cache.data_ = at::zeros({config.n_layers, 2, 1, config.n_heads, capacity, config.head_dim()},
-                          at::TensorOptions().dtype(dtype).device(device));
+                          options);
+  if (dtype == at::kChar) {
+    cache.scales_ = at::zeros({config.n_layers, 2, 1, config.n_heads, capacity},
+                              options.dtype(at::kFloat));
+  }
   return cache;
 }
 
@@ -23,6 +28,12 @@ KvCache KvCache::Extend(const KvCache& prefix, int64_t capacity) {
               prefix.length_);
   KvCache cache;
   cache.prefix_ = prefix.data_.narrow(4, 0, prefix.length_);  // shares the storage
+  if (prefix.scales_.defined()) {
+    cache.prefix_scales_ = prefix.scales_.narrow(4, 0, prefix.length_);
+    auto scale_sizes = prefix.scales_.sizes().vec();
+    scale_sizes[4] = capacity - prefix.length_;
+    cache.scales_ = at::empty(scale_sizes, prefix.scales_.options());
+  }
   cache.prefix_length_ = prefix.length_;
   cache.length_ = prefix.length_;
   auto sizes = prefix.data_.sizes().vec();
@@ -32,13 +43,32 @@ KvCache KvCache::Extend(const KvCache& prefix, int64_t capacity) {
   return cache;
 }
 
+namespace {
+
+// x: [H, T, hd] -> int8 rows into q, scale = max|row| / 127 into scale ([H, T]).
+void QuantizeRows(const at::Tensor& x, at::Tensor q, at::Tensor scale) {
+  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor s = xf.abs().amax(-1, /*keepdim=*/true).div_(127);  // [H, T, 1]
+  q.copy_(xf.div(s.clamp_min(1e-30)).round_().clamp_(-127, 127));
+  scale.copy_(s.squeeze(-1));
+}
+
+}  // namespace
+
 void KvCache::Write(int layer, int64_t pos, const at::Tensor& k, const at::Tensor& v) {
   const int64_t t = k.size(1);
   TORCH_CHECK(pos >= prefix_length_ && pos + t <= capacity(), "KV cache write of positions ",
               pos, "..", pos + t - 1, " outside ", prefix_length_, "..", capacity() - 1);
   at::Tensor layer_kv = data_[layer];  // [2, 1, H, n, hd]
-  layer_kv[0][0].narrow(1, pos - prefix_length_, t).copy_(k);
-  layer_kv[1][0].narrow(1, pos - prefix_length_, t).copy_(v);
+  const int64_t at_pos = pos - prefix_length_;
+  if (scales_.defined()) {
+    const at::Tensor layer_scales = scales_[layer];  // [2, 1, H, n]
+    QuantizeRows(k, layer_kv[0][0].narrow(1, at_pos, t), layer_scales[0][0].narrow(1, at_pos, t));
+    QuantizeRows(v, layer_kv[1][0].narrow(1, at_pos, t), layer_scales[1][0].narrow(1, at_pos, t));
+  } else {
+    layer_kv[0][0].narrow(1, at_pos, t).copy_(k);
+    layer_kv[1][0].narrow(1, at_pos, t).copy_(v);
+  }
   length_ = std::max(length_, pos + t);
 }
 
@@ -46,20 +76,26 @@ std::vector<KvSegment> KvCache::Segments(int layer, int64_t end) const {
   TORCH_CHECK(end <= length_, "KV cache read of ", end, " positions, ", length_, " written");
   std::vector<KvSegment> segments;
   const int64_t shared = std::min(end, prefix_length_);
-  if (shared > 0) {
-    const at::Tensor kv = prefix_[layer];  // [2, 1, H, prefix, hd]
-    segments.push_back({kv[0][0].narrow(1, 0, shared), kv[1][0].narrow(1, 0, shared)});
-  }
-  if (end > prefix_length_) {
-    const at::Tensor kv = data_[layer];
-    const int64_t own = end - prefix_length_;
-    segments.push_back({kv[0][0].narrow(1, 0, own), kv[1][0].narrow(1, 0, own)});
-  }
+  auto segment = [&](const at::Tensor& data, const at::Tensor& scales, int64_t n) {
+    const at::Tensor kv = data[layer];  // [2, 1, H, positions, hd]
+    KvSegment seg{kv[0][0].narrow(1, 0, n), kv[1][0].narrow(1, 0, n), {}, {}};
+    if (scales.defined()) {
+      const at::Tensor s = scales[layer];  // [2, 1, H, positions]
+      seg.key_scales = s[0][0].narrow(1, 0, n);
+      seg.value_scales = s[1][0].narrow(1, 0, n);
+    }
+    segments.push_back(std::move(seg));
+  };
+  if (shared > 0) segment(prefix_, prefix_scales_, shared);
+  if (end > prefix_length_) segment(data_, scales_, end - prefix_length_);
   return segments;
 }
 
 uint64_t KvCache::bytes() const {
-  return data_.defined() ? static_cast<uint64_t>(data_.numel()) * data_.element_size() : 0;
+  auto size = [](const at::Tensor& t) {
+    return t.defined() ? static_cast<uint64_t>(t.numel()) * t.element_size() : 0;
+  };
+  return size(data_) + size(scales_);
 }
 
 }  // namespace moondream

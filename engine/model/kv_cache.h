@@ -17,15 +17,18 @@
 
 namespace moondream {
 
-// Keys and values of consecutive positions of one layer: [H, n, head_dim] views.
+// Keys and values of consecutive positions of one layer: [H, n, head_dim] views. An int8
+// cache also gives each row's scale ([H, n] fp32: value = q * scale); undefined otherwise.
 struct KvSegment {
   at::Tensor keys, values;
+  at::Tensor key_scales, value_scales;
 };
 
 class KvCache {
  public:
   KvCache() = default;
-  // Zero-initialised cache for `capacity` positions.
+  // Cache for `capacity` positions. dtype kChar: symmetric int8 per (position, head) row,
+  // scale = max|row| / 127 (the INT8 model's cache: half of bf16's bytes).
   static KvCache Allocate(const TextConfig& config, int64_t capacity, at::ScalarType dtype,
                           at::Device device);
   // A cache of `capacity` (>= prefix.length()) positions whose first prefix.length() are
@@ -34,7 +37,7 @@ class KvCache {
   static KvCache Extend(const KvCache& prefix, int64_t capacity);
 
   // k, v: [H, T, head_dim] for positions pos..pos+T-1 of `layer` (converted to the cache
-  // dtype); pos must not lie in a shared prefix. Advances length() to at least pos+T.
+  // dtype, or quantized per row for int8); pos must not lie in a shared prefix. Advances length() to at least pos+T.
   void Write(int layer, int64_t pos, const at::Tensor& k, const at::Tensor& v);
   // Positions 0..end-1 of `layer`, in order: the shared prefix (if any) then own positions.
   std::vector<KvSegment> Segments(int layer, int64_t end) const;
@@ -51,6 +54,7 @@ class KvCache {
   at::Tensor prefix_;          // shared [L, 2, 1, H, prefix_length_, hd], or undefined
   int64_t prefix_length_ = 0;
   at::Tensor data_;            // own positions prefix_length_.. capacity-1
+  at::Tensor prefix_scales_, scales_;  // int8 only: fp32 [L, 2, 1, H, n]
   int64_t length_ = 0;
 };
 

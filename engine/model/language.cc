@@ -7,7 +7,7 @@
 namespace moondream {
 
 at::ScalarType KvCacheDtype(Precision precision) {
-  return precision == Precision::kINT8 ? at::kBFloat16 : ComputeDtype(precision);
+  return precision == Precision::kINT8 ? at::kChar : ComputeDtype(precision);
 }
 
 absl::StatusOr<std::unique_ptr<Language>> Language::Load(const WeightStore& store,

@@ -16,8 +16,9 @@
 
 namespace moondream {
 
-// KV cache dtype: the compute dtype, except INT8 (fp32 compute) keeps its cache in bf16
-// to save memory; attention math is fp32 either way (Sdpa).
+// KV cache dtype: the compute dtype, except INT8 (fp32 compute) keeps its cache as int8
+// rows with a scale per (position, head) (kv_cache.h), a quarter of fp32's bytes; attention
+// math is fp32 either way.
 at::ScalarType KvCacheDtype(Precision precision);
 
 struct Language {

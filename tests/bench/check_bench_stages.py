@@ -16,7 +16,7 @@ import sys
 out, config_path, crops_png = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 cfg = json.load(open(config_path))["config"]
 text = cfg["text"]
-d, layers, vocab = text["dim"], text["n_layers"], text["vocab_size"]
+d, layers, vocab, heads = text["dim"], text["n_layers"], text["vocab_size"], text["n_heads"]
 prompt_len = len(cfg["tokenizer"]["templates"]["caption"]["normal"])
 # Upstream crop stack: n crops of 378x378 stacked vertically.
 with open(crops_png, "rb") as f:
@@ -60,8 +60,8 @@ def check_common(doc, precisions, stages, repeats, steps):
     assert b["weights_per_token"] == b["text_linears"] + b["lm_head"], b
     ctx = 730 + prompt_len + (steps + 1) / 2
     close(b["kv_context"], ctx)
-    assert b["kv_cache_dtype"] == "BFloat16"
-    close(b["kv_cache_per_token"], 2 * layers * d * ctx * 2, rel=1e-9)
+    assert b["kv_cache_dtype"] == "Char", b["kv_cache_dtype"]  # int8 rows + an fp32 scale each
+    close(b["kv_cache_per_token"], 2 * layers * (d + 4 * heads) * ctx, rel=1e-9)
     res = doc["results"]
     assert list(res) == precisions, list(res)
     for p, r in res.items():

@@ -35,9 +35,12 @@ KvCache Filled(const TextConfig& c, int64_t prefix, int64_t own, at::ScalarType 
 
 at::Tensor Reference(const at::Tensor& q, const std::vector<KvSegment>& kv, const at::Tensor& mask) {
   std::vector<at::Tensor> k, v;
+  auto fp32 = [](const at::Tensor& rows, const at::Tensor& scales) {
+    return scales.defined() ? rows.to(at::kFloat) * scales.unsqueeze(-1) : rows.to(at::kFloat);
+  };
   for (const KvSegment& s : kv) {
-    k.push_back(s.keys.to(at::kFloat));
-    v.push_back(s.values.to(at::kFloat));
+    k.push_back(fp32(s.keys, s.key_scales));
+    v.push_back(fp32(s.values, s.value_scales));
   }
   return Sdpa(q.to(at::kFloat), at::cat(k, 1), at::cat(v, 1), mask);
 }
@@ -60,7 +63,7 @@ TEST_P(FusedDecode, MatchesSdpaOverTheJoinedCache) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, FusedDecode,
-                         ::testing::Combine(::testing::Values(at::kFloat, at::kBFloat16),
+                         ::testing::Combine(::testing::Values(at::kFloat, at::kBFloat16, at::kChar),
                                             ::testing::Values(int64_t{64}, int64_t{128}, int64_t{72}, int64_t{8})));
 
 TEST(CachedAttention, ChunkedPrefillMatchesOneCallWithMask) {
@@ -89,6 +92,24 @@ TEST(KvCache, ExtendSharesThePrefixAndWritesOnlyItsOwnPositions) {
   EXPECT_EQ(request.length(), 11);
   EXPECT_TRUE(at::equal(image.data(), at::cat({at::ones({1, 2, 1, 2, 10, 8}), at::zeros({1, 2, 1, 2, 10, 8})})));
   EXPECT_THROW(KvCache::Extend(request, 20), c10::Error);
+}
+
+TEST(KvCache, Int8RowsRoundTripWithinHalfAStepAndShareTheirScales) {
+  at::manual_seed(5);
+  const TextConfig c = SmallConfig(3, 16);
+  KvCache image = KvCache::Allocate(c, 12, at::kChar, at::kCPU);
+  const at::Tensor k = at::randn({3, 12, 16}) * 4, v = at::randn({3, 12, 16});
+  image.Write(1, 0, k, v);
+  image.Write(0, 0, at::zeros({3, 12, 16}), at::zeros({3, 12, 16}));  // zero rows: scale 0
+  const KvSegment seg = image.Segments(1, 12).front();
+  ASSERT_EQ(seg.keys.scalar_type(), at::kChar);
+  const at::Tensor step = k.abs().amax(-1, true) / 127;  // per row
+  const at::Tensor back = seg.keys.to(at::kFloat) * seg.key_scales.unsqueeze(-1);
+  EXPECT_TRUE((back - k).abs().le(step / 2 + 1e-6).all().item<bool>());
+  EXPECT_TRUE(image.Segments(0, 12).front().key_scales.eq(0).all().item<bool>());
+  KvCache request = KvCache::Extend(image, 14);
+  EXPECT_EQ(request.Segments(1, 12).front().key_scales.data_ptr(), seg.key_scales.data_ptr());
+  EXPECT_EQ(request.bytes(), 2u * 2 * 3 * 2 * 16 + 4u * 2 * 2 * 3 * 2);  // own q + scales
 }
 
 }  // namespace

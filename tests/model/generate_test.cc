@@ -192,7 +192,7 @@ void CheckReducedPrecision(const GoldenSet& set, const std::string& image, Preci
   InferenceModeGuard guard;
   auto prefix = RunGuarded([&] { return PrefillImage(lm, tensors.at("image_embeds"), nullptr); });
   ASSERT_TRUE(prefix.ok()) << prefix.status();
-  EXPECT_EQ(prefix->dtype(), at::kBFloat16);  // bf16 KV cache in bf16 and int8 modes
+  EXPECT_EQ(prefix->dtype(), precision == Precision::kINT8 ? at::kChar : at::kBFloat16);
   for (const std::string task : {"caption_short", "caption_normal", "query"}) {
     SCOPED_TRACE(task);
     Request request;
