@@ -1,5 +1,5 @@
 // CachedAttention (engine/model/attention.h) against Sdpa over the joined cache: the fused
-// one-row kernel (fp32 and bf16 caches, head_dim not a multiple of 16, a shared prefix plus
+// one-row kernel (fp32, bf16 and int8 caches, head_dim not a multiple of 16, a shared prefix plus
 // own positions) and the head-chunked path with a mask; plus KvCache::Extend sharing.
 #include <gtest/gtest.h>
 

@@ -229,7 +229,7 @@ TEST(ReducedPrecision, Bf16AgreesWithFp32Goldens) {
 }
 
 // INT8 weights (symmetric per output row, scale = max|row|/127: error up to 1/254 of the
-// row's absmax per weight), fp32 activations, bf16 KV cache. The random fixture rows are
+// row's absmax per weight), fp32 activations, int8 KV cache. The random fixture rows are
 // Gaussian (absmax ~4 sigma): per-weight error ~0.8% of sigma, i.e. ~0.5% relative noise
 // per matmul output; over 3 layers + lm_head on logits of magnitude ~10 that is a few
 // tenths at most: atol 0.5 (measured ~0.2 on public-a).

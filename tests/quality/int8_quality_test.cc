@@ -8,7 +8,7 @@
 // sits close to the best token on many decisions, and the goldens record decisions with
 // top1-top2 margins down to 3e-4 (fixtures README, "Near-ties"). Teacher-forced sequences
 // are full of such near-ties, so a correct INT8 path (INT8 weights, per-token INT8
-// activations, bf16 KV cache) flips some argmaxes; a real model's logits are far more
+// activations, int8 KV cache) flips some argmaxes; a real model's logits are far more
 // peaked, so these tiny checkpoints are the harsher test. The checks therefore rest on
 // continuous statistics that do not care about ties (embedding cosine, KL), and demand
 // equal decisions only where the FP32 margin leaves room for the INT8 logit error.
