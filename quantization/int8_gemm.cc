@@ -54,7 +54,7 @@ using TileFn = void (*)(const TileArgs&);
 MOONDREAM_VNNI void Epilogue(const TileArgs& t, int mr, int nv, const int32_t* acc) {
   for (int v = 0; v < nv; ++v) {
     const int64_t c = t.n0 + v * kLane;
-    const __mmask16 m = c >= t.n ? 0 : static_cast<__mmask16>((1u << std::min<int64_t>(kLane, t.n - c)) - 1);
+    const __mmask16 m = simd::TailMask(t.n - c);
     const __m512i rs = _mm512_maskz_loadu_epi32(m, t.row_sum + c);
     const __m512 ws = _mm512_maskz_loadu_ps(m, t.w_scale + c);
     const __m512 bias = t.bias ? _mm512_maskz_loadu_ps(m, t.bias + c) : _mm512_setzero_ps();
@@ -116,7 +116,7 @@ MOONDREAM_VNNI void QuantizeRow(const float* x, int64_t k, int64_t lda, uint8_t*
   __m512 amax = _mm512_setzero_ps();
   __mmask16 bad = 0;
   for (int64_t i = 0; i < k; i += kLane) {
-    const __mmask16 m = static_cast<__mmask16>((1u << std::min<int64_t>(kLane, k - i)) - 1);
+    const __mmask16 m = simd::TailMask(k - i);
     const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
     bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
@@ -137,7 +137,7 @@ MOONDREAM_VNNI void QuantizeRow(const float* x, int64_t k, int64_t lda, uint8_t*
   const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
   const __m512i off = _mm512_set1_epi32(128);
   for (int64_t i = 0; i < k; i += kLane) {
-    const __mmask16 m = static_cast<__mmask16>((1u << std::min<int64_t>(kLane, k - i)) - 1);
+    const __mmask16 m = simd::TailMask(k - i);
     __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
     q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), off);
     _mm512_mask_cvtepi32_storeu_epi8(out + i, m, q);

@@ -1,13 +1,21 @@
-// Internal: AVX-512 fp32 elementwise math shared by the INT8 GEMM epilogue and the fused
-// vision attention. Header-only; every function carries its own target attribute, so it
+// Internal: AVX-512 helpers shared by the INT8 GEMM and the fused attention kernels (tail
+// masks, fp32 elementwise math). Header-only; every function carries its own target attribute, so it
 // inlines into callers compiled for AVX-512 (callers must check the CPU first).
 #pragma once
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 #define MOONDREAM_AVX512F __attribute__((target("avx512f"), always_inline)) inline
 
 namespace moondream::simd {
+
+// The first min(n, 16) of 16 lanes (none for n <= 0): the tail of a 16-wide loop.
+inline __mmask16 TailMask(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1);
+}
 
 // e^x, Cephes-style: x = n·ln2 + r (|r| <= ln2/2), degree-6 polynomial, then scaled by 2^n.
 // Relative error ~2 ulp; x < ~-103 gives 0, x > 88.72 gives ~3.4e38 (not inf); NaN -> NaN.

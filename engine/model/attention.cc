@@ -9,11 +9,14 @@
 #include <ATen/Parallel.h>
 
 #include "engine/model/torch_compat.h"
+#include "quantization/simd_math.h"
 
 #define MOONDREAM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 
 namespace moondream {
 namespace {
+
+using simd::TailMask;
 
 constexpr int64_t kLanes = 16;
 constexpr int64_t kScoreBudgetBytes = 8ll << 20;  // fp32 scores per attention call
@@ -34,11 +37,6 @@ struct Rows {
   const float* value_scales = nullptr;  // [h * scale_head_stride + j]
   int64_t scale_head_stride = 0;
 };
-
-__mmask16 TailMask(int64_t remaining) {
-  return remaining >= kLanes ? static_cast<__mmask16>(0xffff)
-                             : static_cast<__mmask16>((1u << remaining) - 1);
-}
 
 template <typename T>
 MOONDREAM_AVX512 __m512 Load(const T* p, __mmask16 m);

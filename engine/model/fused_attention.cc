@@ -22,9 +22,7 @@ constexpr int kKeyNv = 6;                // zmm per key panel (96 keys)
 constexpr int64_t kKeyPanel = kKeyNv * kL;
 constexpr int kValNv = 5;                // zmm of value columns per tile (80 columns)
 
-__mmask16 TailMask(int64_t n) {  // the first min(n, 16) lanes
-  return n >= kL ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1);
-}
+using simd::TailMask;
 
 // s[r][j0 + c] = q_r · key(j0 + c) for the kMr query rows and one key panel ([hd][NV·16]).
 template <int NV>

@@ -4,6 +4,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "quantization/linear.h"
+
 namespace moondream {
 
 KvCache KvCache::Allocate(const TextConfig& config, int64_t capacity, at::ScalarType dtype,
@@ -26,31 +28,35 @@ KvCache KvCache::Extend(const KvCache& prefix, int64_t capacity) {
   TORCH_CHECK(!prefix.prefix_.defined(), "extending a cache that already extends another");
   TORCH_CHECK(capacity >= prefix.length_, "KV cache capacity ", capacity, " < prefix ",
               prefix.length_);
+  // Own storage shaped like `full` with the positions after the prefix; they are never read
+  // before they are written, so no zeroing is needed.
+  auto own = [&](const at::Tensor& full) {
+    auto sizes = full.sizes().vec();
+    sizes[4] = capacity - prefix.length_;
+    return at::empty(sizes, full.options());
+  };
   KvCache cache;
   cache.prefix_ = prefix.data_.narrow(4, 0, prefix.length_);  // shares the storage
+  cache.data_ = own(prefix.data_);
   if (prefix.scales_.defined()) {
     cache.prefix_scales_ = prefix.scales_.narrow(4, 0, prefix.length_);
-    auto scale_sizes = prefix.scales_.sizes().vec();
-    scale_sizes[4] = capacity - prefix.length_;
-    cache.scales_ = at::empty(scale_sizes, prefix.scales_.options());
+    cache.scales_ = own(prefix.scales_);
   }
   cache.prefix_length_ = prefix.length_;
   cache.length_ = prefix.length_;
-  auto sizes = prefix.data_.sizes().vec();
-  sizes[4] = capacity - prefix.length_;
-  // Own positions are never read before they are written, so no zeroing is needed.
-  cache.data_ = at::empty(sizes, prefix.data_.options());
   return cache;
 }
 
 namespace {
 
-// x: [H, T, hd] -> int8 rows into q, scale = max|row| / 127 into scale ([H, T]).
+// x: [H, T, hd] -> int8 rows into q ([H, T, hd]) and their scales ([H, T]), with the
+// weights' per-row scheme (quant::QuantizePerChannel). NaN/Inf activations throw.
 void QuantizeRows(const at::Tensor& x, at::Tensor q, at::Tensor scale) {
-  const at::Tensor xf = x.to(at::kFloat);
-  const at::Tensor s = xf.abs().amax(-1, /*keepdim=*/true).div_(127);  // [H, T, 1]
-  q.copy_(xf.div(s.clamp_min(1e-30)).round_().clamp_(-127, 127));
-  scale.copy_(s.squeeze(-1));
+  absl::StatusOr<quant::Int8Matrix> m =
+      quant::QuantizePerChannel(x.reshape({-1, x.size(2)}), "KV cache", nullptr);
+  TORCH_CHECK(m.ok(), m.status().ToString());
+  q.copy_(m->q.view(q.sizes()));
+  scale.copy_(m->scale.view(scale.sizes()));
 }
 
 }  // namespace

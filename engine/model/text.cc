@@ -77,11 +77,12 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
   const int64_t chunk = std::min<int64_t>(t, kPrefillRows);
   // INT8 image-prefix prefill (no mask: every row attends to every row): the fused fp32
   // kernel over one [T, 3, H, hd] buffer of rotated q | rotated k | v, instead of attention
-  // over the cache's bf16 copy.
+  // over the cache's int8 copy.
   const bool fused = block.qkv.is_int8() && !mask.defined() && pos == 0 && t > 1 &&
                      dtype_ == at::kFloat && h.device().is_cpu() && FusedAttentionSupported();
   // Pass 1: rotated keys and values of every row into the cache; the queries kept.
-  at::Tensor q;  // [H, T, hd], or the fused kernel's [T, 3, H, hd]
+  at::Tensor q;         // [H, T, hd] rotated queries (CachedAttention)
+  at::Tensor qkv_rows;  // fused: [T, 3, H, hd] rotated q | rotated k | v
   for (int64_t r = 0; r < t; r += chunk) {
     const int64_t n = std::min(chunk, t - r);
     const at::Tensor qkv = block.qkv.Forward(block.ln.Forward(h.narrow(0, r, n)))  // [n, 3D]
@@ -89,8 +90,8 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
                                .permute({1, 2, 0, 3});                             // [3, H, n, hd]
     const at::Tensor q_rows = Rotary(qkv[0], pos + r), k_rows = Rotary(qkv[1], pos + r);
     if (fused) {
-      if (r == 0) q = at::empty({t, 3, heads, hd}, q_rows.options());
-      const at::Tensor rows = q.narrow(0, r, n);
+      if (r == 0) qkv_rows = at::empty({t, 3, heads, hd}, q_rows.options());
+      const at::Tensor rows = qkv_rows.narrow(0, r, n);
       rows.select(1, 0).copy_(q_rows.transpose(0, 1));
       rows.select(1, 1).copy_(k_rows.transpose(0, 1));
       rows.select(1, 2).copy_(qkv[2].transpose(0, 1));
@@ -104,8 +105,8 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
   }
   at::Tensor fused_attn;  // [T, D]
   if (fused) {
-    fused_attn = FusedSelfAttention(q.view({t, 3 * config_.dim}), heads);
-    q.reset();  // the 3x larger buffer goes before pass 2 allocates
+    fused_attn = FusedSelfAttention(qkv_rows.view({t, 3 * config_.dim}), heads);
+    qkv_rows.reset();  // the buffer goes before pass 2 allocates
   }
   // Pass 2: attention over every written position, projection and the parallel MLP.
   const std::vector<KvSegment> kv = cache.Segments(layer, pos + t);
