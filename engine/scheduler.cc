@@ -120,10 +120,19 @@ void Scheduler::WorkerLoop() {
       queue_.pop_front();
       running_.push_back(job.get());
     }
-    Process(*job);
+    absl::StatusOr<Result> result = Complete(*job);
+    // The job leaves running_ before on_done sends the response, so a client that reads the
+    // in-flight gauge after its reply never counts its own request; drain still waits for
+    // the delivery through delivering_.
     {
       std::lock_guard<std::mutex> lock(mu_);
       running_.erase(std::find(running_.begin(), running_.end(), job.get()));
+      ++delivering_;
+    }
+    job->callbacks.on_done(std::move(result));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --delivering_;
     }
     idle_cv_.notify_all();
   }
@@ -151,14 +160,14 @@ void Scheduler::ReaperLoop() {
     if (dead.empty()) continue;
     reaping_ += dead.size();
     lock.unlock();
-    for (auto& job : dead) Process(*job);  // fails at its liveness check
+    for (auto& job : dead) job->callbacks.on_done(Complete(*job));  // fails its liveness check
     lock.lock();
     reaping_ -= dead.size();
     idle_cv_.notify_all();
   }
 }
 
-void Scheduler::Process(Job& job) {
+absl::StatusOr<Result> Scheduler::Complete(Job& job) {
   Timings timings;
   timings.queue_ms = Ms(Clock::now() - job.enqueued);
   absl::StatusOr<Result> result = Execute(job, &timings);
@@ -180,7 +189,7 @@ void Scheduler::Process(Job& job) {
        {"task", TaskName(job.request.task)},
        {"status", absl::StatusCodeToString(result.status().code())},
        {"total_ms", Ms(Clock::now() - job.enqueued)}});
-  job.callbacks.on_done(std::move(result));
+  return result;
 }
 
 absl::StatusOr<Result> Scheduler::Execute(const Job& job, Timings* timings) {

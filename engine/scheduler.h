@@ -58,13 +58,16 @@ class Scheduler {
   void WorkerLoop();
   void ReaperLoop();
   std::vector<std::unique_ptr<Job>> TakeDeadLocked();
-  void Process(Job& job);
+  // The job's result: its status, timings and model name filled in.
+  absl::StatusOr<Result> Complete(Job& job);
   absl::StatusOr<Result> Execute(const Job& job, Timings* timings);
   absl::StatusOr<Result> ExecuteGuarded(const Job& job, const RunContext& ctx);
   absl::StatusOr<std::shared_ptr<const EncodedImage>> ResolveImage(const Job& job,
                                                                    const RunContext& ctx);
   void CancelAllLocked();
-  bool IdleLocked() const { return queue_.empty() && running_.empty() && reaping_ == 0; }
+  bool IdleLocked() const {
+    return queue_.empty() && running_.empty() && reaping_ == 0 && delivering_ == 0;
+  }
 
   const SchedulerOptions options_;
   ImageCache* const cache_;
@@ -73,7 +76,8 @@ class Scheduler {
   std::condition_variable work_cv_;  // queue_ non-empty or stopping_
   std::condition_variable idle_cv_;  // a request finished
   std::deque<std::unique_ptr<Job>> queue_;
-  std::vector<Job*> running_;
+  std::vector<Job*> running_;          // executing in the engine (the in-flight gauge)
+  size_t delivering_ = 0;              // left running_, on_done not yet returned
   size_t reaping_ = 0;                 // taken from queue_ by the reaper, not yet finished
   std::condition_variable reaper_cv_;  // stopping_
   bool draining_ = false;
