@@ -112,6 +112,10 @@ struct ModelInfo {
   std::string name;       // moondream2, moondream2-int8, test
   std::string precision;  // fp32, bf16, fp16, int8, none
   std::string device;     // cpu, cuda
+  // The CPU kernel variant the model runs on (kernels::KernelSet::name: avx512vnni,
+  // avxvnni, avxvnni-evex256, avx2, neon-dot, neon, scalar); empty on CUDA and for the
+  // weight-free test model.
+  std::string cpu_isa;
   uint64_t parameter_count = 0;
   std::vector<ComponentWeights> weights;
   double load_seconds = 0;

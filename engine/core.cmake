@@ -4,6 +4,6 @@ add_library(moondream_engine STATIC image_cache.cc scheduler.cc test_model.cc en
 target_include_directories(moondream_engine PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(moondream_engine
   PUBLIC moondream_engine_api absl::status absl::statusor Threads::Threads
-  PRIVATE moondream_model moondream_log moondream_image moondream_weights absl::strings
+  PRIVATE moondream_model moondream_kernels moondream_log moondream_image moondream_weights absl::strings
           ${TORCH_LIBRARIES})
 

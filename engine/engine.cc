@@ -18,6 +18,7 @@
 #include "engine/scheduler.h"
 #include "engine/test_model.h"
 #include "engine/weights/model_dir.h"
+#include "kernels/kernels.h"
 
 namespace moondream {
 namespace {
@@ -65,7 +66,20 @@ std::string VariantName(const std::string& precision) {
   return precision == "fp32" ? "moondream2" : "moondream2-" + precision;
 }
 
-absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o) {
+// The CPU kernels --cpu-isa names (any model: a wrong flag fails the start either way).
+absl::StatusOr<const kernels::KernelSet*> ResolveCpuKernels(const std::string& cpu_isa) {
+  const std::string requested = cpu_isa.empty() ? kernels::DefaultIsaName() : cpu_isa;
+  std::string error;
+  const kernels::KernelSet* ks = kernels::ResolveKernels(requested, &error);
+  if (ks == nullptr) return absl::InvalidArgumentError(error);
+  Log(LogLevel::kInfo, "cpu_kernels",
+      {{"cpu_isa", ks->name}, {"requested", requested},
+       {"best", kernels::IsaName(kernels::BestIsa(kernels::HostCpu()))}});
+  return ks;
+}
+
+absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o,
+                                             const kernels::KernelSet* cpu_kernels) {
   MD_ASSIGN_OR_RETURN(const std::string dir, ResolveModelDir(o.model_dir));
   Models models;
   for (const std::string& precision : o.variants) {
@@ -75,6 +89,7 @@ absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o) {
     options.precision = precision;
     options.device = o.device;
     options.int8_skip = o.int8_skip;
+    options.cpu_kernels = cpu_kernels;
     options.max_image_pixels = o.max_image_pixels;
     MD_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadMoondream(options));
     models.push_back(std::move(model));
@@ -85,6 +100,7 @@ absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o) {
 // Model loading is an exception boundary too: a c10::Error escaping the loader fails
 // Create instead of the process.
 absl::StatusOr<Models> LoadModels(const EngineOptions& o) {
+  MD_ASSIGN_OR_RETURN(const kernels::KernelSet* cpu_kernels, ResolveCpuKernels(o.cpu_isa));
   if (o.model == "test") {
     std::this_thread::sleep_for(std::chrono::milliseconds(o.test_model_load_delay_ms));
     Models models;
@@ -92,7 +108,7 @@ absl::StatusOr<Models> LoadModels(const EngineOptions& o) {
     return models;
   }
   try {
-    return LoadMoondreamVariants(o);
+    return LoadMoondreamVariants(o, cpu_kernels);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("loading moondream2 failed: ", e.what()));
   }

@@ -22,6 +22,10 @@ struct EngineOptions {
   std::vector<std::string> variants = {"int8"};  // fp32, bf16, fp16, int8
   std::string device = "cpu";          // cpu | cuda
   std::vector<std::string> int8_skip;  // glob patterns of layers kept in full precision
+  // CPU kernels: auto|avx512vnni|avxvnni|avx2|neon-dot|neon|scalar (kernels::ResolveKernels),
+  // empty = MOONDREAM_CPU_ISA or auto; an ISA this CPU lacks fails Create with
+  // INVALID_ARGUMENT.
+  std::string cpu_isa;
   int threads = 0;                     // intra-op threads; 0 = hardware cores
   int max_queue = 64;                  // queued requests beyond those running
   int max_concurrency = 1;             // requests computed at once (worker threads)

@@ -96,11 +96,15 @@ const KernelSet* ResolveKernels(std::string_view name, std::string* error) {
   return nullptr;
 }
 
+std::string DefaultIsaName() {
+  const char* env = std::getenv("MOONDREAM_CPU_ISA");
+  return env != nullptr && *env != '\0' ? env : "auto";
+}
+
 const KernelSet& DefaultKernels() {
   static const KernelSet* const chosen = [] {
-    const char* env = std::getenv("MOONDREAM_CPU_ISA");
     std::string error;
-    const KernelSet* ks = ResolveKernels(env != nullptr ? env : "auto", &error);
+    const KernelSet* ks = ResolveKernels(DefaultIsaName(), &error);
     if (ks == nullptr) {
       std::fprintf(stderr, "MOONDREAM_CPU_ISA: %s\n", error.c_str());
       std::abort();

@@ -1,6 +1,7 @@
 // The kernel layer: model-agnostic CPU kernels behind one dispatch. Raw pointers only; the
-// ATen wrappers live above it (quantization/, engine/model/). One file per ISA in isa/,
-// each holding the same kernels for its instruction set; isa/scalar.cc is the reference
+// ATen wrappers live above it (quantization/, engine/model/). One file per ISA and kernel
+// family in gemm/ and attention/ (the generic code in gemm/driver.h, attention/impl.h,
+// written once on simd/vec16_<isa>.h); the scalar files are the reference
 // every other ISA is tested against bit for bit (tests/kernels). Threads: the kernels
 // split their work with OpenMP (`#pragma omp parallel`), the pool that ATen's
 // at::set_num_threads sizes; they must not be called from inside an OpenMP parallel region.
@@ -60,7 +61,7 @@ struct Int8GemmArgs {
 //
 // GEMM: acc[i][j] = sum_k qa[i][k] * qw[j][k] (int32, exact);
 // y[i][j] = fma(float(acc), a_scale[i] * w_scale[j], bias ? bias[j] : 0.f), then
-// GeluTanh(y) for kGeluTanh (impl/math.h).
+// GeluTanh(y) for kGeluTanh (simd/vec16_math.h).
 
 // ---- attention (fp32) ------------------------------------------------------------------
 
@@ -130,8 +131,11 @@ const std::vector<const KernelSet*>& AllKernelSets();
 // (it runs: avx2, scalar)") when it runs none, or the name is unknown.
 const KernelSet* ResolveKernels(std::string_view name, std::string* error);
 
-// The process default: ResolveKernels(MOONDREAM_CPU_ISA or "auto"). Aborts with the error
-// when MOONDREAM_CPU_ISA names an ISA the CPU lacks (servers validate the flag first).
+// The process default's name: MOONDREAM_CPU_ISA when set, else "auto".
+std::string DefaultIsaName();
+// ResolveKernels(DefaultIsaName()), once. Aborts with the error when MOONDREAM_CPU_ISA
+// names an ISA the CPU lacks (the server and the CLI resolve the name first and fail with
+// a clear error instead).
 const KernelSet& DefaultKernels();
 
 // Convenience entry points: allocate the workspace and call ks's kernel.

@@ -1,42 +1,54 @@
 #include "quantization/linear.h"
 
-#include <cstdlib>
-#include <cstring>
-
-#include "quantization/int8_gemm.h"
+#include <utility>
+#include <vector>
 
 namespace moondream::quant {
 
-// Exactly one representation is live: dense weight, packed INT8 (VNNI CPU) or plain INT8.
+// Exactly one representation is live: dense weight, packed INT8 (CPU) or plain INT8 (CUDA).
 struct Linear::Impl {
   int64_t in = 0, out = 0;
   bool int8 = false;
-  at::Tensor dense;               // [out, in] compute dtype (Dense)
-  internal::PackedWeight packed;  // VNNI path
-  Int8Matrix plain;               // fallback path (no VNNI, or CUDA)
-  at::Tensor scale;               // fp32 [out] (INT8)
-  at::Tensor bias;                // [out] or undefined
+  at::Tensor dense;    // [out, in] compute dtype (Dense)
+  at::Tensor packed;   // int8, kernels::PackInt8Weights layout (CPU INT8)
+  at::Tensor row_sum;  // int32 [out] (CPU INT8)
+  const kernels::KernelSet* kernels = nullptr;  // CPU INT8
+  Int8Matrix plain;    // CUDA INT8: weight-only dequantization per call
+  at::Tensor scale;    // fp32 [out] (INT8)
+  at::Tensor bias;     // [out] or undefined
 };
 
 namespace {
 
 uint64_t Bytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element_size() : 0; }
 
-// The VNNI kernel unless the CPU lacks it or MOONDREAM_QUANT_KERNEL=reference asks for the
-// portable path (A/B checks, and the tests of that path on VNNI machines).
-bool UseVnniKernel(const at::Tensor& q) {
-  const char* kernel = std::getenv("MOONDREAM_QUANT_KERNEL");
-  const bool reference = kernel != nullptr && std::strcmp(kernel, "reference") == 0;
-  return q.device().is_cpu() && internal::CpuHasVnni() && !reference;
-}
-
-// Weight-only dequantization, then matmul in x's dtype (fp16 on CUDA when x is fp32/fp16).
-at::Tensor FallbackForward(const Linear::Impl& l, const at::Tensor& x) {
-  const at::ScalarType compute =
-      x.is_cuda() && x.scalar_type() != at::kBFloat16 ? at::kHalf : x.scalar_type();
+// CUDA: weight-only dequantization, then matmul in x's dtype (fp16 when x is fp32/fp16).
+at::Tensor DequantizedForward(const Linear::Impl& l, const at::Tensor& x) {
+  const at::ScalarType compute = x.scalar_type() != at::kBFloat16 ? at::kHalf : x.scalar_type();
   const at::Tensor w = Dequantize(l.plain, compute);
   const at::Tensor b = l.bias.defined() ? l.bias.to(compute) : at::Tensor();
   return at::linear(x.to(compute), w, b).to(x.scalar_type());
+}
+
+// The CPU INT8 GEMM over the packed weights: x [m, in] fp32 contiguous -> [m, out] fp32.
+at::Tensor PackedForward(const Linear::Impl& l, const at::Tensor& x, Activation act) {
+  at::Tensor y = at::empty({x.size(0), l.out}, at::kFloat);
+  kernels::Int8GemmArgs args;
+  args.x = x.data_ptr<float>();
+  args.m = x.size(0);
+  args.ldx = l.in;
+  args.w = l.packed.data_ptr<int8_t>();
+  args.w_row_sum = l.row_sum.data_ptr<int32_t>();
+  args.n = l.out;
+  args.k = l.in;
+  args.w_scale = l.scale.data_ptr<float>();
+  args.bias = l.bias.defined() ? l.bias.data_ptr<float>() : nullptr;
+  args.y = y.data_ptr<float>();
+  args.ldy = l.out;
+  args.epilogue = act == Activation::kGeluTanh ? kernels::Epilogue::kGeluTanh
+                                               : kernels::Epilogue::kNone;
+  kernels::Int8Gemm(*l.kernels, args);
+  return y;
 }
 
 }  // namespace
@@ -55,7 +67,7 @@ Linear Linear::Dense(at::Tensor weight, at::Tensor bias) {
   return l;
 }
 
-Linear Linear::Int8(Int8Matrix weight, at::Tensor bias) {
+Linear Linear::Int8(Int8Matrix weight, at::Tensor bias, const kernels::KernelSet* kernels) {
   TORCH_CHECK(weight.q.dim() == 2 && weight.q.scalar_type() == at::kChar,
               "Linear::Int8: q must be int8 [out, in]");
   TORCH_CHECK(weight.scale.dim() == 1 && weight.scale.size(0) == weight.q.size(0),
@@ -68,8 +80,15 @@ Linear Linear::Int8(Int8Matrix weight, at::Tensor bias) {
   impl->int8 = true;
   impl->scale = weight.scale.to(at::kFloat).contiguous();
   impl->bias = bias.defined() ? bias.to(at::kFloat).contiguous() : bias;
-  if (UseVnniKernel(weight.q)) {
-    impl->packed = internal::PackWeight(weight.q);  // the plain copy is dropped with `weight`
+  if (weight.q.device().is_cpu()) {
+    // The plain copy is dropped with `weight` once packed.
+    const at::Tensor q = weight.q.contiguous();
+    impl->kernels = kernels != nullptr ? kernels : &kernels::DefaultKernels();
+    impl->packed = at::empty({static_cast<int64_t>(kernels::PackedInt8Bytes(impl->out, impl->in))},
+                             at::kChar);
+    impl->row_sum = at::empty({impl->out}, at::kInt);
+    kernels::PackInt8Weights(q.data_ptr<int8_t>(), impl->out, impl->in,
+                             impl->packed.data_ptr<int8_t>(), impl->row_sum.data_ptr<int32_t>());
   } else {
     impl->plain = Int8Matrix{weight.q.contiguous(), impl->scale};
   }
@@ -85,22 +104,23 @@ at::Tensor Linear::Forward(const at::Tensor& x, Activation act) const {
   const Impl& l = *impl_;
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == l.in, "Linear::Forward: x last dim ", x.size(-1),
               " != in_features ", l.in);
-  if (!l.int8 || !l.packed.data.defined()) {
-    at::Tensor y;
-    if (!l.int8) {
-      const at::ScalarType wt = l.dense.scalar_type();
-      const at::Tensor b = l.bias.defined() ? l.bias.to(wt) : at::Tensor();
-      y = at::linear(x.to(wt), l.dense, b).to(x.scalar_type());
-    } else {
-      y = FallbackForward(l, x);
-    }
-    if (act == Activation::kGeluTanh) y = at::gelu(y.to(at::kFloat), "tanh").to(y.scalar_type());
-    return y;
+  if (l.packed.defined()) {
+    TORCH_CHECK(x.device().is_cpu(), "Linear::Forward: CPU INT8 weights need CPU activations");
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = l.out;
+    const at::Tensor x2 = x.reshape({-1, l.in}).to(at::kFloat).contiguous();
+    return PackedForward(l, x2, act).to(x.scalar_type()).view(shape);
   }
-  std::vector<int64_t> shape = x.sizes().vec();
-  shape.back() = l.out;
-  const at::Tensor x2 = x.reshape({-1, l.in}).to(at::kFloat).contiguous();
-  return internal::Int8Gemm(l.packed, l.scale, l.bias, x2, act).to(x.scalar_type()).view(shape);
+  at::Tensor y;
+  if (l.int8) {
+    y = DequantizedForward(l, x);
+  } else {
+    const at::ScalarType wt = l.dense.scalar_type();
+    const at::Tensor b = l.bias.defined() ? l.bias.to(wt) : at::Tensor();
+    y = at::linear(x.to(wt), l.dense, b).to(x.scalar_type());
+  }
+  if (act == Activation::kGeluTanh) y = at::gelu(y.to(at::kFloat), "tanh").to(y.scalar_type());
+  return y;
 }
 
 int64_t Linear::in_features() const { return impl_ ? impl_->in : 0; }
@@ -109,10 +129,9 @@ bool Linear::is_int8() const { return impl_ && impl_->int8; }
 uint64_t Linear::bytes() const {
   if (!impl_) return 0;
   const Impl& l = *impl_;
-  return Bytes(l.dense) + Bytes(l.packed.data) + Bytes(l.packed.row_sum) + Bytes(l.plain.q) +
+  return Bytes(l.dense) + Bytes(l.packed) + Bytes(l.row_sum) + Bytes(l.plain.q) +
          Bytes(l.scale) + Bytes(l.bias);
 }
-
 Embedding Embedding::Dense(at::Tensor table) {
   TORCH_CHECK(table.dim() == 2, "Embedding::Dense: table must be [rows, dim]");
   Embedding e;

@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
+#include "kernels/kernels.h"
 
 namespace moondream::quant {
 
@@ -42,31 +43,33 @@ enum class Activation {
 };
 
 // y = x W^T + b. The only place FP and INT8 differ; a copyable, immutable handle.
-// INT8 on an AVX-512 VNNI CPU: weights are reordered once into a blocked layout (the plain
-// copy is dropped); activations are quantized per token (row) to 8 bits at each call,
-// products accumulate in int32, y = acc * (a_scale * w_scale[row]) + bias.
-// Elsewhere (no VNNI, CUDA tensors, or env MOONDREAM_QUANT_KERNEL=reference when the layer
-// is built): weight-only dequantization, then matmul (fp16 on CUDA).
+// INT8 on the CPU: the weights are packed once into the kernel layer's blocked layout (the
+// plain copy is dropped) and every call runs the chosen ISA's INT8 GEMM (kernels/):
+// activations quantized per token (row) to 8 bits, int32 accumulation,
+// y = acc * (a_scale * w_scale[row]) + bias, an optional fused GELU. Nothing is dequantized
+// per call. CUDA tensors: weight-only dequantization, then an fp16 matmul.
 class Linear {
  public:
   Linear() = default;
   // weight: [out, in] in the compute dtype; bias: [out] or undefined.
   static Linear Dense(at::Tensor weight, at::Tensor bias);
-  // bias: fp32 [out] or undefined.
-  static Linear Int8(Int8Matrix weight, at::Tensor bias);
+  // bias: fp32 [out] or undefined. CPU weights run on `kernels` (null: the process default,
+  // kernels::DefaultKernels()).
+  static Linear Int8(Int8Matrix weight, at::Tensor bias,
+                     const kernels::KernelSet* kernels = nullptr);
 
   // x: [..., in] -> [..., out], same dtype and device as x. Throws c10::Error on a
   // shape mismatch or an empty handle.
   at::Tensor Forward(const at::Tensor& x) const;
-  // act(x W^T + b). kGeluTanh: on the VNNI path GELU is fused into the GEMM's epilogue
-  // (simd_math.h: within a few ulp of ATen's); elsewhere it is
+  // act(x W^T + b). kGeluTanh: on the CPU INT8 path GELU is fused into the GEMM's epilogue
+  // (kernels/simd/vec16_math.h: within a few ulp of ATen's); elsewhere it is
   // at::gelu(y.to(fp32), "tanh").to(y's dtype) after Forward(x).
   at::Tensor Forward(const at::Tensor& x, Activation act) const;
 
   int64_t in_features() const;
   int64_t out_features() const;
   bool is_int8() const;
-  // Resident bytes: weights (blocked copy for INT8) + scales + per-row sums + bias.
+  // Resident bytes: weights (packed copy for CPU INT8) + scales + per-row sums + bias.
   uint64_t bytes() const;
 
   struct Impl;

@@ -155,6 +155,7 @@ void FillModelInfo(const ModelInfo& info, v1::ModelInfo* out) {
   out->set_name(info.name);
   out->set_precision(info.precision);
   out->set_device(info.device);
+  out->set_cpu_isa(info.cpu_isa);
   out->set_parameter_count(info.parameter_count);
   for (const ComponentWeights& w : info.weights) {
     v1::ComponentWeights* cw = out->add_weights();

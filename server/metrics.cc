@@ -108,7 +108,7 @@ Metrics::Metrics()
                         .Register(*registry_)),
       model_info_(BuildGauge()
                       .Name("moondream_model_info")
-                      .Help("Loaded models (always 1), labelled with precision and device")
+                      .Help("Loaded models (always 1), labelled with precision, device and CPU kernel ISA")
                       .Register(*registry_)),
       quantized_layers_(BuildGauge()
                             .Name("moondream_model_quantization_layers")
@@ -163,7 +163,10 @@ void Metrics::PublishModel(const ModelInfo& info) {
   }
   parameters_.Add({{"model", info.name}}).Set(static_cast<double>(info.parameter_count));
   load_seconds_.Add({{"model", info.name}}).Set(info.load_seconds);
-  model_info_.Add({{"model", info.name}, {"precision", info.precision}, {"device", info.device}})
+  model_info_.Add({{"model", info.name},
+                   {"precision", info.precision},
+                   {"device", info.device},
+                   {"cpu_isa", info.cpu_isa}})
       .Set(1);
   const QuantizationSummary& q = info.quantization;
   if (q.scheme.empty()) return;

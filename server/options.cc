@@ -33,6 +33,9 @@ ABSL_FLAG(std::vector<std::string>, variants, {},
 ABSL_FLAG(std::string, device, kEngineDefaults.device, "cpu or cuda");
 ABSL_FLAG(std::vector<std::string>, int8_skip, {},
           "Glob patterns of layers kept in full precision under int8");
+ABSL_FLAG(std::string, cpu_isa, "auto",
+          "CPU kernels: auto|avx512vnni|avxvnni|avx2|neon-dot|neon|scalar; an ISA this CPU "
+          "lacks fails the start");
 ABSL_FLAG(int, threads, kEngineDefaults.threads, "Intra-op threads; 0 = hardware cores");
 ABSL_FLAG(int, max_queue, kEngineDefaults.max_queue,
           "Queued requests beyond those running; more answer RESOURCE_EXHAUSTED");
@@ -106,6 +109,7 @@ EngineOptions EngineFromFlags() {
   if (e.variants.empty()) e.variants = {absl::GetFlag(FLAGS_precision)};
   e.device = absl::GetFlag(FLAGS_device);
   e.int8_skip = absl::GetFlag(FLAGS_int8_skip);
+  e.cpu_isa = absl::GetFlag(FLAGS_cpu_isa);
   e.threads = absl::GetFlag(FLAGS_threads);
   e.max_queue = absl::GetFlag(FLAGS_max_queue);
   e.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
@@ -175,6 +179,7 @@ void LogOptions(const Options& options) {
       {{"listen", s.listen}, {"metrics_listen", s.metrics_listen}, {"model", e.model},
        {"model_dir", e.model_dir}, {"variants", absl::StrJoin(e.variants, ",")},
        {"device", e.device}, {"int8_skip", absl::StrJoin(e.int8_skip, ",")},
+       {"cpu_isa", e.cpu_isa},
        {"threads", e.threads}, {"max_queue", e.max_queue},
        {"max_concurrency", e.max_concurrency}, {"max_message_bytes", s.max_message_bytes},
        {"max_image_pixels", e.max_image_pixels}, {"image_cache_bytes", e.image_cache_bytes},

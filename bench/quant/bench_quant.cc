@@ -13,11 +13,11 @@
 #include <ATen/Parallel.h>
 
 #include "bench/common/bench_common.h"
-#include "quantization/int8_gemm.h"
+#include "kernels/kernels.h"
 #include "quantization/linear.h"
 
 namespace mq = moondream::quant;
-namespace mqi = moondream::quant::internal;
+
 namespace mb = moondream::bench;
 namespace {
 
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> ms = {729, 1};
   if (argc > 1) ms = {std::atoll(argv[1])};  // optional: one M only
   std::printf("threads=%d OPENBLAS_CORETYPE=%s INT8 kernel=%s\n", at::get_num_threads(),
-              core ? core : "(unset)", mqi::CpuHasVnni() ? "avx512-vnni" : "fallback (dequantize + matmul)");
+              core ? core : "(unset)", moondream::kernels::DefaultKernels().name);
   const double bw = ReadBandwidth();
   std::printf("read bandwidth (best 64 MiB slice of a 1 GiB buffer, %d threads): %.1f GB/s\n", at::get_num_threads(), bw);
   PrintLoad();

@@ -45,7 +45,7 @@
 #include "engine/process_memory.h"
 #include "engine/weights/config.h"
 #include "engine/weights/model_dir.h"
-#include "quantization/int8_gemm.h"
+#include "kernels/kernels.h"
 #include "quantization/linear.h"
 
 namespace moondream {
@@ -385,7 +385,7 @@ int Main(const Options& o, const std::string& command) {
   for (const char* name : kEnvNames) env[name] = std::getenv(name) ? std::getenv(name) : "";
   if (env["GOMP_SPINCOUNT"].empty() && env["OMP_WAIT_POLICY"].empty())
     std::cerr << "bench_stages: note: GOMP_SPINCOUNT is unset (scripts/serve runs with 100000)\n";
-  const std::string kernel = quant::internal::CpuHasVnni() ? "avx512-vnni" : "fallback (dequantize + matmul)";
+  const std::string kernel = kernels::DefaultKernels().name;
   const std::string loadavg_start = mb::LoadAvg();
   Progress("threads " + std::to_string(threads) + ", image " + std::to_string(rgb->width) + "x" +
            std::to_string(rgb->height) + " = " + std::to_string(n_crops) + " crops; measuring read bandwidth");

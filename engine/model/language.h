@@ -28,10 +28,12 @@ struct Language {
   RegionHead region;
   at::ScalarType kv_dtype = at::kFloat;
 
-  // Loads "model.text" and "model.region" from `store` and the tokenizer file.
+  // Loads "model.text" and "model.region" from `store` and the tokenizer file; the
+  // components run as `plan` says.
   static absl::StatusOr<std::unique_ptr<Language>> Load(const WeightStore& store,
                                                         const MoondreamConfig& config,
-                                                        const std::string& tokenizer_json);
+                                                        const std::string& tokenizer_json,
+                                                        const ExecutionPlan& plan);
 };
 
 }  // namespace moondream

@@ -26,19 +26,20 @@ at::Tensor GeluTanh(const at::Tensor& x) {
 }
 
 absl::StatusOr<Mlp> Mlp::Load(const WeightStore::Scope& scope, int64_t dim, int64_t inner,
-                              int64_t out) {
+                              int64_t out, const ExecutionPlan& plan) {
   Mlp mlp;
+  mlp.fused = plan.fused_mlp;
   MD_ASSIGN_OR_RETURN(mlp.fc1, scope.Linear("fc1", inner, dim));
   MD_ASSIGN_OR_RETURN(mlp.fc2, scope.Linear("fc2", out, inner));
   return mlp;
 }
 
 at::Tensor Mlp::Forward(const at::Tensor& x) const {
-  if (!fc1.is_int8()) return fc2.Forward(GeluTanh(fc1.Forward(x)));
-  // INT8: GELU fused into fc1, and the rows in chunks whose fp32 hidden activations stay
-  // under kHiddenChunkBytes. The INT8 kernel quantizes activations per row, so chunking
-  // does not change the result; it caps the temporaries of long inputs (a vision crop's
-  // 729 tokens, the 730-position image prefill) at a few MB instead of tens.
+  if (!fused) return fc2.Forward(GeluTanh(fc1.Forward(x)));
+  // GELU fused into fc1, and the rows in chunks whose fp32 hidden activations stay under
+  // kHiddenChunkBytes. The INT8 kernel quantizes activations per row, so chunking does not
+  // change the result; it caps the temporaries of long inputs (a vision crop's 729 tokens,
+  // the 730-position image prefill) at a few MB instead of tens.
   constexpr int64_t kHiddenChunkBytes = 8 << 20;
   const int64_t inner = fc1.out_features();
   const at::Tensor x2 = x.reshape({-1, x.size(-1)});

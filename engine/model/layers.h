@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
+#include "engine/model/plan.h"
 #include "engine/weights/weight_store.h"
 #include "quantization/linear.h"
 
@@ -23,12 +24,14 @@ struct LayerNorm {
 // GELU, tanh approximation, evaluated in fp32 (spec §9.2); the result has x's dtype.
 at::Tensor GeluTanh(const at::Tensor& x);
 
-// fc1 -> GELU_tanh -> fc2. With an INT8 fc1 the GELU is fused into fc1's GEMM
-// (quant::Activation::kGeluTanh: same function, rounding within a few ulp of GeluTanh).
+// fc1 -> GELU_tanh -> fc2. With `fused` (ExecutionPlan::fused_mlp, INT8 on the CPU) the
+// GELU runs in fc1's GEMM epilogue (quant::Activation::kGeluTanh: same function, rounding
+// within a few ulp of GeluTanh) and long inputs run in row chunks.
 struct Mlp {
   quant::Linear fc1, fc2;
+  bool fused = false;
   static absl::StatusOr<Mlp> Load(const WeightStore::Scope& scope, int64_t dim, int64_t inner,
-                                  int64_t out);
+                                  int64_t out, const ExecutionPlan& plan);
   at::Tensor Forward(const at::Tensor& x) const;
 };
 

@@ -46,22 +46,28 @@ absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOption
   store_options.precision = precision;
   store_options.device = options.device;
   store_options.int8_skip = options.int8_skip;
+  const ExecutionPlan plan = ChoosePlan(precision, options.device.rfind("cuda", 0) == 0,
+                                        options.cpu_kernels);
+  store_options.kernels = plan.kernels;
+  Log(LogLevel::kInfo, "execution_plan", {{"plan", plan.Describe(precision)}});
   MD_ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store,
                       WeightStore::Open(dir + "/model.safetensors", store_options));
   MD_RETURN_IF_ERROR(CheckShapes(config, store->file()));
   MD_ASSIGN_OR_RETURN(VisionEncoder vision,
-                      VisionEncoder::Load(store->Root().Sub("vision"), config.vision));
+                      VisionEncoder::Load(store->Root().Sub("vision"), config.vision, plan));
   MD_ASSIGN_OR_RETURN(std::unique_ptr<Language> lm,
-                      Language::Load(*store, config, dir + "/tokenizer.json"));
+                      Language::Load(*store, config, dir + "/tokenizer.json", plan));
   std::unique_ptr<Moondream> model(new Moondream(std::move(vision), std::move(lm)));
   const LoadReport report = store->report();
   if (!options.quant_report_json.empty()) report.WriteJson(options.quant_report_json);
   const double seconds = MsSince(start) / 1000.0;
   model->info_ = MakeInfo(options, dir, precision, report, seconds);
+  model->info_.cpu_isa = plan.kernels != nullptr ? plan.kernels->name : "";
   model->compute_dtype_ = ComputeDtype(precision);
   model->max_image_pixels_ = options.max_image_pixels;
   Log(LogLevel::kInfo, "model_loaded",
       {{"model", model->info_.name}, {"precision", model->info_.precision},
+       {"cpu_isa", model->info_.cpu_isa},
        {"parameters", static_cast<unsigned long long>(report.parameters)},
        {"seconds", seconds}});
   return model;

@@ -32,6 +32,8 @@ struct MoondreamOptions {
   std::string precision = "fp32";
   std::string device = "cpu";
   std::vector<std::string> int8_skip;  // fnmatch globs of linears kept in the compute dtype
+  // CPU kernels (kernels::ResolveKernels); null = kernels::DefaultKernels().
+  const kernels::KernelSet* cpu_kernels = nullptr;
   uint64_t max_image_pixels = 50'000'000;
   std::string quant_report_json;  // written after load when non-empty
 };

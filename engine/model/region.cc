@@ -7,7 +7,8 @@
 namespace moondream {
 
 absl::StatusOr<RegionHead> RegionHead::Load(const WeightStore::Scope& scope,
-                                            const RegionConfig& config, at::ScalarType dtype) {
+                                            const RegionConfig& config, at::ScalarType dtype,
+                                            const ExecutionPlan& plan) {
   RegionHead region;
   region.config_ = config;
   region.dtype_ = dtype;
@@ -22,9 +23,9 @@ absl::StatusOr<RegionHead> RegionHead::Load(const WeightStore::Scope& scope,
   MD_ASSIGN_OR_RETURN(region.coord_encoder_, scope.Linear("coord_encoder", d, config.coord_feat_dim));
   MD_ASSIGN_OR_RETURN(region.size_encoder_, scope.Linear("size_encoder", d, config.size_feat_dim));
   MD_ASSIGN_OR_RETURN(region.coord_decoder_, Mlp::Load(scope.Sub("coord_decoder"), d,
-                                                       config.inner_dim, config.coord_out_dim));
+                                                       config.inner_dim, config.coord_out_dim, plan));
   MD_ASSIGN_OR_RETURN(region.size_decoder_, Mlp::Load(scope.Sub("size_decoder"), d,
-                                                      config.inner_dim, config.size_out_dim));
+                                                      config.inner_dim, config.size_out_dim, plan));
   return region;
 }
 

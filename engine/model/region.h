@@ -16,7 +16,8 @@ class RegionHead {
  public:
   // scope = "model.region"; dtype = compute dtype of the activations.
   static absl::StatusOr<RegionHead> Load(const WeightStore::Scope& scope,
-                                         const RegionConfig& config, at::ScalarType dtype);
+                                         const RegionConfig& config, at::ScalarType dtype,
+                                         const ExecutionPlan& plan);
 
   // x in [0, 1] -> embedding [D] (compute dtype).
   at::Tensor EncodeCoordinate(float x) const;

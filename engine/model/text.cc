@@ -3,20 +3,21 @@
 #include <utility>
 
 #include "engine/model/attention.h"
-#include "engine/model/fused_attention.h"
 #include "engine/model/status_macros.h"
 #include "engine/model/torch_compat.h"
 
 namespace moondream {
 
 absl::StatusOr<TextDecoder> TextDecoder::Load(const WeightStore::Scope& scope,
-                                              const TextConfig& config, at::ScalarType dtype) {
+                                              const TextConfig& config, at::ScalarType dtype,
+                                              const ExecutionPlan& plan) {
   if (config.rot_dim() % 2 != 0 || config.rot_dim() > config.head_dim()) {
     return absl::InvalidArgumentError("text: rotary dims must be even and <= head_dim");
   }
   TextDecoder text;
   text.config_ = config;
   text.dtype_ = dtype;
+  text.plan_ = plan;
   const int64_t d = config.dim;
   MD_ASSIGN_OR_RETURN(text.wte_, scope.Embedding("wte", config.vocab_size, d));
   for (int i = 0; i < config.n_layers; ++i) {
@@ -25,7 +26,7 @@ absl::StatusOr<TextDecoder> TextDecoder::Load(const WeightStore::Scope& scope,
     MD_ASSIGN_OR_RETURN(block.ln, LayerNorm::Load(blk.Sub("ln"), d));
     MD_ASSIGN_OR_RETURN(block.qkv, blk.Sub("attn").Linear("qkv", 3 * d, d));
     MD_ASSIGN_OR_RETURN(block.proj, blk.Sub("attn").Linear("proj", d, d));
-    MD_ASSIGN_OR_RETURN(block.mlp, Mlp::Load(blk.Sub("mlp"), d, config.ff_dim(), d));
+    MD_ASSIGN_OR_RETURN(block.mlp, Mlp::Load(blk.Sub("mlp"), d, config.ff_dim(), d, plan));
     text.blocks_.push_back(std::move(block));
   }
   MD_ASSIGN_OR_RETURN(text.post_ln_, LayerNorm::Load(scope.Sub("post_ln"), d));
@@ -75,11 +76,10 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
   // runs in row chunks: two passes hold h, the queries, the output and one chunk's
   // activations instead of the whole sequence's (~200 MB of fp32 MLP/QKV intermediates).
   const int64_t chunk = std::min<int64_t>(t, kPrefillRows);
-  // INT8 image-prefix prefill (no mask: every row attends to every row): the fused fp32
-  // kernel over one [T, 3, H, hd] buffer of rotated q | rotated k | v, instead of attention
-  // over the cache's int8 copy.
-  const bool fused = block.qkv.is_int8() && !mask.defined() && pos == 0 && t > 1 &&
-                     dtype_ == at::kFloat && h.device().is_cpu() && FusedAttentionSupported();
+  // Image-prefix prefill (no mask: every row attends to every row) under a plan with kernel
+  // self-attention (INT8): the fp32 kernel over one [T, 3, H, hd] buffer of rotated
+  // q | rotated k | v, instead of attention over the cache's int8 copy.
+  const bool fused = plan_.kernel_self_attention && !mask.defined() && pos == 0 && t > 1;
   // Pass 1: rotated keys and values of every row into the cache; the queries kept.
   at::Tensor q;         // [H, T, hd] rotated queries (CachedAttention)
   at::Tensor qkv_rows;  // fused: [T, 3, H, hd] rotated q | rotated k | v
@@ -105,7 +105,7 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
   }
   at::Tensor fused_attn;  // [T, D]
   if (fused) {
-    fused_attn = FusedSelfAttention(qkv_rows.view({t, 3 * config_.dim}), heads);
+    fused_attn = KernelSelfAttention(*plan_.kernels, qkv_rows.view({t, 3 * config_.dim}), heads);
     qkv_rows.reset();  // the buffer goes before pass 2 allocates
   }
   // Pass 2: attention over every written position, projection and the parallel MLP.
@@ -116,7 +116,8 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
     const at::Tensor rows = h.narrow(0, r, n);
     const at::Tensor attn =
         fused ? fused_attn.narrow(0, r, n)
-              : CachedAttention(q.narrow(1, r, n), kv, mask.defined() ? mask.narrow(0, r, n) : mask)
+              : CachedAttention(q.narrow(1, r, n), kv, mask.defined() ? mask.narrow(0, r, n) : mask,
+                                plan_.kernel_decode_attention ? plan_.kernels : nullptr)
                     .permute({1, 0, 2})
                     .reshape({n, config_.dim});  // [n, D]
     // Reference order: (h + attn) first, then + mlp (spec §5.1).

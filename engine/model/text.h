@@ -19,7 +19,8 @@ class TextDecoder {
  public:
   // scope = "model.text"; dtype = compute dtype of the activations.
   static absl::StatusOr<TextDecoder> Load(const WeightStore::Scope& scope,
-                                          const TextConfig& config, at::ScalarType dtype);
+                                          const TextConfig& config, at::ScalarType dtype,
+                                          const ExecutionPlan& plan);
 
   // ids: int64 [T] -> [T, D] (compute dtype).
   at::Tensor Embed(const at::Tensor& ids) const;
@@ -50,6 +51,7 @@ class TextDecoder {
 
   TextConfig config_;
   at::ScalarType dtype_ = at::kFloat;
+  ExecutionPlan plan_;
   quant::Embedding wte_;
   std::vector<Block> blocks_;
   LayerNorm post_ln_;

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/model/status_macros.h"
 #include "engine/model/torch_compat.h"
-#include "engine/model/fused_attention.h"
+#include "engine/model/attention.h"
 
 namespace moondream {
 
@@ -20,7 +20,8 @@ CropConfig CropConfigFor(const VisionConfig& config) {
 }
 
 absl::StatusOr<VisionEncoder> VisionEncoder::Load(const WeightStore::Scope& vision,
-                                                  const VisionConfig& config) {
+                                                  const VisionConfig& config,
+                                                  const ExecutionPlan& plan) {
   if (config.enc_n_heads <= 0 || config.enc_dim % config.enc_n_heads != 0 ||
       config.crop_size % config.enc_patch_size != 0 ||
       config.grid() <= 2 * config.overlap_margin) {
@@ -31,6 +32,7 @@ absl::StatusOr<VisionEncoder> VisionEncoder::Load(const WeightStore::Scope& visi
   }
   VisionEncoder enc;
   enc.config_ = config;
+  enc.plan_ = plan;
   const int64_t d = config.enc_dim;
   MD_ASSIGN_OR_RETURN(enc.patch_emb_, vision.Linear("patch_emb", d, config.patch_dim()));
   MD_ASSIGN_OR_RETURN(enc.pos_emb_, vision.Tensor("pos_emb", {1, config.n_patches(), d}));
@@ -41,12 +43,12 @@ absl::StatusOr<VisionEncoder> VisionEncoder::Load(const WeightStore::Scope& visi
     MD_ASSIGN_OR_RETURN(block.qkv, blk.Sub("attn").Linear("qkv", 3 * d, d));
     MD_ASSIGN_OR_RETURN(block.proj, blk.Sub("attn").Linear("proj", d, d));
     MD_ASSIGN_OR_RETURN(block.ln2, LayerNorm::Load(blk.Sub("ln2"), d));
-    MD_ASSIGN_OR_RETURN(block.mlp, Mlp::Load(blk.Sub("mlp"), d, config.enc_ff_dim, d));
+    MD_ASSIGN_OR_RETURN(block.mlp, Mlp::Load(blk.Sub("mlp"), d, config.enc_ff_dim, d, plan));
     enc.blocks_.push_back(std::move(block));
   }
   MD_ASSIGN_OR_RETURN(enc.post_ln_, LayerNorm::Load(vision.Sub("post_ln"), d));
   MD_ASSIGN_OR_RETURN(enc.proj_mlp_, Mlp::Load(vision.Sub("proj_mlp"), 2 * d,
-                                               config.proj_inner_dim, config.proj_out_dim));
+                                               config.proj_inner_dim, config.proj_out_dim, plan));
   return enc;
 }
 
@@ -70,45 +72,37 @@ at::Tensor VisionEncoder::Patchify(const Crops& crops, int64_t first, int64_t n,
       .to(dtype);
 }
 
-at::Tensor VisionEncoder::BlockForward(const Block& block, const at::Tensor& x) const {
-  const int64_t n = x.size(0), t = x.size(1), heads = config_.enc_n_heads;
-  const int64_t d = config_.enc_dim, hd = config_.head_dim();
-  const at::Tensor qkv = block.qkv.Forward(block.ln1.Forward(x))  // [N, T, 3D]
-                             .view({n, t, 3, heads, hd})
-                             .permute({2, 0, 3, 1, 4});           // [3, N, H, T, hd]
+at::Tensor VisionEncoder::SelfAttention(const at::Tensor& qkv) const {
+  const int64_t n = qkv.size(0), t = qkv.size(1), heads = config_.enc_n_heads;
+  const int64_t hd = config_.head_dim();
+  if (plan_.kernel_self_attention && n == 1) {
+    return KernelSelfAttention(*plan_.kernels, qkv[0], heads).unsqueeze(0);
+  }
   // One crop at a time: only one crop's fp32 scores [H, T, T] (and their softmax) exist at
   // once instead of N crops' (~440 MB at 13 crops). Each crop's bmm slices are the same as
-  // in the batched call, so the result is bit-identical.
-  const at::Tensor attn = at::empty({n, t, heads, hd}, x.options());
+  // in a batched call, so the result is bit-identical.
+  at::Tensor out = at::empty({n, t, heads * hd}, qkv.options());
   for (int64_t i = 0; i < n; ++i) {
-    attn[i].copy_(Sdpa(qkv[0][i], qkv[1][i], qkv[2][i], at::Tensor()).transpose(0, 1));  // [T, H, hd]
+    if (plan_.kernel_self_attention) {
+      out[i].copy_(KernelSelfAttention(*plan_.kernels, qkv[i], heads));
+      continue;
+    }
+    const at::Tensor q = qkv[i].view({t, 3, heads, hd}).permute({1, 2, 0, 3});  // [3, H, T, hd]
+    out[i].copy_(Sdpa(q[0], q[1], q[2], at::Tensor()).transpose(0, 1).reshape({t, heads * hd}));
   }
-  const at::Tensor h = x + block.proj.Forward(attn.view({n, t, d}));
-  return h + block.mlp.Forward(block.ln2.Forward(h));
+  return out;
 }
 
-at::Tensor VisionEncoder::TowerInt8(const at::Tensor& patches) const {
-  const int64_t heads = config_.enc_n_heads;
-  const bool fused = FusedAttentionSupported() && patches.device().is_cpu();
-  at::Tensor x = patch_emb_.Forward(patches).add_(pos_emb_[0]);  // [T, D]
-  for (const Block& block : blocks_) {
-    // Scoped so that qkv and the attention output are freed before the MLP's temporaries
-    // are allocated (the crop's activation peak).
-    {
-      at::Tensor attn;
-      if (fused) {
-        attn = FusedSelfAttention(block.qkv.Forward(block.ln1.Forward(x)), heads);  // [T, D]
-      } else {
-        const int64_t t = x.size(0), hd = config_.head_dim();
-        const at::Tensor qkv = block.qkv.Forward(block.ln1.Forward(x))
-                                   .view({t, 3, heads, hd})
-                                   .permute({1, 2, 0, 3});  // [3, H, T, hd]
-        attn = Sdpa(qkv[0], qkv[1], qkv[2], at::Tensor()).transpose(0, 1).reshape({t, -1});
-      }
-      x.add_(block.proj.Forward(attn));
-    }
-    x.add_(block.mlp.Forward(block.ln2.Forward(x)));
-  }
+at::Tensor VisionEncoder::BlockForward(const Block& block, at::Tensor x) const {
+  // One expression: qkv and the attention output are freed at its end, before the MLP's
+  // temporaries are allocated (a crop's activation peak).
+  x.add_(block.proj.Forward(SelfAttention(block.qkv.Forward(block.ln1.Forward(x)))));
+  return x.add_(block.mlp.Forward(block.ln2.Forward(x)));
+}
+
+at::Tensor VisionEncoder::Tower(const at::Tensor& patches) const {
+  at::Tensor x = patch_emb_.Forward(patches).add_(pos_emb_);  // [N, T, D]
+  for (const Block& block : blocks_) x = BlockForward(block, x);
   return post_ln_.Forward(x);
 }
 
@@ -138,12 +132,12 @@ at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
   const int64_t n = crops.count, g = config_.grid(), d = config_.enc_dim;
   at::Tensor global, stitched = NewStitched(crops.tiling, pos_emb_.options());  // [R_h, R_w, D]
   at::Tensor out;  // [N, g², D] after post_ln: every crop (FP path, or taps requested)
-  const bool per_crop = !blocks_.empty() && blocks_[0].qkv.is_int8() && dtype == at::kFloat;
+  const bool per_crop = plan_.crop_by_crop_vision;
   if (per_crop) {
     // Crop by crop: each local crop goes straight into the stitched map (spec §4.3).
     if (taps != nullptr) out = at::empty({n, g * g, d}, pos_emb_.options());
     for (int64_t i = 0; i < n; ++i) {
-      const at::Tensor crop = TowerInt8(Patchify(crops, i, 1, dtype)[0].to(pos_emb_.device()));
+      const at::Tensor crop = Tower(Patchify(crops, i, 1, dtype).to(pos_emb_.device()))[0];
       if (out.defined()) out[i].copy_(crop);
       if (i == 0) {
         global = crop;
@@ -152,10 +146,7 @@ at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
       }
     }
   } else {
-    at::Tensor x = patch_emb_.Forward(Patchify(crops, 0, n, dtype).to(pos_emb_.device()));
-    x = x + pos_emb_;                                      // [N, g², D]
-    for (const Block& block : blocks_) x = BlockForward(block, x);
-    out = post_ln_.Forward(x);
+    out = Tower(Patchify(crops, 0, n, dtype).to(pos_emb_.device()));  // [N, g², D]
     global = out[0];
     for (int64_t i = 1; i < n; ++i) {
       StitchCrop(out[i].view({g, g, d}), i - 1, crops.tiling, stitched);
@@ -163,9 +154,9 @@ at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
   }
   // Adaptive average pooling with fp32 accumulation (spec §4.3; UNVERIFIED there for the
   // reference's CPU path, irrelevant in fp32 where it matches the goldens bit for bit).
-  // The map is [R_h, R_w, D], i.e. channels-last [1, D, R_h, R_w]: the INT8 path pools it
-  // in place (the FP paths keep the ATen call their goldens were measured with, which
-  // first copies the map to [D, R_h, R_w]).
+  // The map is [R_h, R_w, D], i.e. channels-last [1, D, R_h, R_w]: the crop-by-crop plan
+  // pools it in place (the batched plan keeps the ATen call the FP goldens were measured
+  // with, which first copies the map to [D, R_h, R_w]).
   const at::Tensor pooled =  // [D, g, g]
       per_crop ? at::adaptive_avg_pool2d(stitched.unsqueeze(0).permute({0, 3, 1, 2}), {g, g})[0]
                : at::adaptive_avg_pool2d(stitched.permute({2, 0, 1}).to(at::kFloat), {g, g});

@@ -1,7 +1,7 @@
 // Moondream2 vision encoder + projection (spec §4): patchify, 27 pre-LN ViT blocks,
 // stitching of the local crops, adaptive average pooling, projection MLP.
 //
-//   MD_ASSIGN_OR_RETURN(auto vision, VisionEncoder::Load(root.Sub("vision"), cfg.vision));
+//   MD_ASSIGN_OR_RETURN(auto vision, VisionEncoder::Load(root.Sub("vision"), cfg.vision, plan));
 //   MD_ASSIGN_OR_RETURN(Crops crops, OverlapCrops(rgb, CropConfigFor(cfg.vision)));
 //   at::Tensor embeds = vision.Encode(crops, ComputeDtype(precision));  // [729, proj_out_dim]
 #pragma once
@@ -34,15 +34,16 @@ class VisionEncoder {
  public:
   // vision = scope "model.vision" (encoder and proj_mlp). Every dimension comes from `config`.
   static absl::StatusOr<VisionEncoder> Load(const WeightStore::Scope& vision,
-                                            const VisionConfig& config);
+                                            const VisionConfig& config,
+                                            const ExecutionPlan& plan);
 
   // crops (from OverlapCrops with CropConfigFor(config)) -> image embeddings
   // [grid², proj_out_dim] in `dtype`, which must be the weights' compute dtype. Pixels are
   // normalised in fp32 ((u8/255 − 0.5)/0.5), then cast to `dtype`.
-  // FP32/BF16: all crops run as one batch, except attention, which runs crop by crop (one
-  // crop's scores at a time). INT8: the tower runs crop by crop (activations are quantized
-  // per token, so batching changes nothing but memory), and on AVX-512 CPUs attention is
-  // the fused kernel of fused_attention.h instead of the ATen ops.
+  // The plan decides: all crops batched layer by layer (attention still one crop at a
+  // time, one crop's scores at once), or the whole tower crop by crop
+  // (ExecutionPlan::crop_by_crop_vision); attention through the ATen ops or
+  // kernels::SelfAttention (ExecutionPlan::kernel_self_attention).
   // Throws c10::Error on bad input (callers run it under RunGuarded).
   at::Tensor Encode(const Crops& crops, at::ScalarType dtype, VisionTaps* taps = nullptr) const;
 
@@ -61,10 +62,12 @@ class VisionEncoder {
   // (spec §3.4, §4.1).
   at::Tensor Patchify(const Crops& crops, int64_t first, int64_t count,
                       at::ScalarType dtype) const;
-  // x: [N, T, enc_dim] -> same shape (spec §4.2).
-  at::Tensor BlockForward(const Block& block, const at::Tensor& x) const;
-  // The INT8 tower of one crop: patches [T, patch_dim] fp32 -> post_ln output [T, enc_dim].
-  at::Tensor TowerInt8(const at::Tensor& patches) const;
+  // patches [N, grid², patch_dim] -> post_ln output [N, grid², enc_dim] (spec §4.1-§4.2).
+  at::Tensor Tower(const at::Tensor& patches) const;
+  // x: [N, T, enc_dim], updated in place and returned (spec §4.2).
+  at::Tensor BlockForward(const Block& block, at::Tensor x) const;
+  // qkv [N, T, 3·enc_dim] -> attention output [N, T, enc_dim], one crop at a time.
+  at::Tensor SelfAttention(const at::Tensor& qkv) const;
   // Spec §4.3: the zeroed [R_h, R_w, enc_dim] map, and local crop `index` (row-major in the
   // tiling; local: [grid, grid, enc_dim]) copied into it without the overlap margins.
   at::Tensor NewStitched(const Tiling& tiling, const at::TensorOptions& options) const;
@@ -72,6 +75,7 @@ class VisionEncoder {
                   at::Tensor& stitched) const;
 
   VisionConfig config_;
+  ExecutionPlan plan_;
   quant::Linear patch_emb_;
   at::Tensor pos_emb_;  // [1, grid², enc_dim]
   std::vector<Block> blocks_;

@@ -208,7 +208,7 @@ absl::StatusOr<quant::Linear> WeightStore::Scope::Linear(std::string_view name, 
       if (!m.ok()) return m.status();
       store_->Done(**w);  // drop the source pages before Linear::Int8 packs (its own transient)
       at::Tensor bias = SourceView(**b).to(store_->device_, at::kFloat, false, true);
-      linear = quant::Linear::Int8(std::move(*m), bias);
+      linear = quant::Linear::Int8(std::move(*m), bias, store_->options_.kernels);
     } else {
       linear = quant::Linear::Dense(store_->Convert(**w), store_->Convert(**b));
       store_->Done(**w);

@@ -40,6 +40,8 @@ struct WeightStoreOptions {
   // INT8 only: linears whose path (without "model.") matches one of these fnmatch globs
   // stay in the compute dtype, e.g. "text.lm_head", "vision.blocks.*".
   std::vector<std::string> int8_skip;
+  // CPU INT8 linears run on these kernels (null: kernels::DefaultKernels()).
+  const kernels::KernelSet* kernels = nullptr;
 };
 
 struct LayerQuantReport {

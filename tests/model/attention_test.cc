@@ -54,11 +54,12 @@ TEST_P(FusedDecode, MatchesSdpaOverTheJoinedCache) {
   const KvCache cache = Filled(c, 37, 4, dtype);
   ASSERT_EQ(cache.Segments(1, 41).size(), 2u);
   const at::Tensor q = at::randn({5, 1, head_dim});
-  const at::Tensor out = CachedAttention(q, cache.Segments(1, 41), at::Tensor());
+  const kernels::KernelSet* ks = &kernels::DefaultKernels();
+  const at::Tensor out = CachedAttention(q, cache.Segments(1, 41), at::Tensor(), ks);
   EXPECT_EQ(out.sizes(), q.sizes());
   EXPECT_TRUE(at::allclose(out, Reference(q, cache.Segments(1, 41), at::Tensor()), 1e-5, 1e-6));
   // Fewer positions than written: only the prefix.
-  EXPECT_TRUE(at::allclose(CachedAttention(q, cache.Segments(0, 20), at::Tensor()),
+  EXPECT_TRUE(at::allclose(CachedAttention(q, cache.Segments(0, 20), at::Tensor(), ks),
                            Reference(q, cache.Segments(0, 20), at::Tensor()), 1e-5, 1e-6));
 }
 
@@ -75,7 +76,8 @@ TEST(CachedAttention, ChunkedPrefillMatchesOneCallWithMask) {
   const at::Tensor rows = at::arange(100, 800).unsqueeze(1), cols = at::arange(800).unsqueeze(0);
   const at::Tensor mask = cols.le(rows);
   const auto kv = cache.Segments(0, 800);
-  EXPECT_TRUE(at::equal(CachedAttention(q, kv, mask), Reference(q, kv, mask)));
+  EXPECT_TRUE(at::equal(CachedAttention(q, kv, mask, &kernels::DefaultKernels()),
+                        Reference(q, kv, mask)));
 }
 
 TEST(KvCache, ExtendSharesThePrefixAndWritesOnlyItsOwnPositions) {

@@ -60,7 +60,8 @@ absl::StatusOr<LoadedLanguage> LoadLanguage(const std::string& ckpt_dir, Precisi
     options.precision = precision;
     auto store = WeightStore::Open(ckpt_dir + "/model.safetensors", options);
     if (!store.ok()) return store.status();
-    auto lm = Language::Load(**store, *config, ckpt_dir + "/tokenizer.json");
+    auto lm = Language::Load(**store, *config, ckpt_dir + "/tokenizer.json",
+                             ChoosePlan(precision, /*cuda=*/false, nullptr));
     if (!lm.ok()) return lm.status();
     return LoadedLanguage{std::move(*store), std::move(*lm)};
   });

@@ -48,7 +48,8 @@ LoadedVision LoadVision(const std::string& ckpt_dir, Precision precision) {
   options.precision = precision;
   auto store = WeightStore::Open(ckpt_dir + "/model.safetensors", options);
   if (!store.ok()) throw std::runtime_error(store.status().ToString());
-  auto vision = VisionEncoder::Load((*store)->Root().Sub("vision"), config->vision);
+  auto vision = VisionEncoder::Load((*store)->Root().Sub("vision"), config->vision,
+                                    ChoosePlan(precision, /*cuda=*/false, nullptr));
   if (!vision.ok()) throw std::runtime_error(vision.status().ToString());
   return {std::move(*store), std::make_unique<VisionEncoder>(std::move(*vision)),
           ComputeDtype(precision)};
@@ -177,7 +178,8 @@ TEST(VisionEncoder, LoadChecksShapesAgainstTheConfig) {
   auto store = WeightStore::Open(set.ckpt_dir + "/model.safetensors", WeightStoreOptions{});
   ASSERT_TRUE(store.ok()) << store.status();
   VisionConfig wrong;  // the 2B dims do not fit the tiny checkpoint
-  auto vision = VisionEncoder::Load((*store)->Root().Sub("vision"), wrong);
+  auto vision = VisionEncoder::Load((*store)->Root().Sub("vision"), wrong,
+                                    ChoosePlan(Precision::kFP32, /*cuda=*/false, nullptr));
   ASSERT_FALSE(vision.ok());
   EXPECT_NE(std::string(vision.status().message()).find("model.vision.patch_emb"),
             std::string::npos)

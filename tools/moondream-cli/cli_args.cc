@@ -47,6 +47,7 @@ const std::map<std::string, Setter>& ValueFlags() {
       {"model-dir", String(&CliArgs::model_dir)},
       {"precision", String(&CliArgs::precision)},
       {"device", String(&CliArgs::device)},
+      {"cpu-isa", String(&CliArgs::cpu_isa)},
       {"threads", Int(&CliArgs::threads, "threads")},
       {"image", String(&CliArgs::image)},
       {"length", SetLength},
@@ -82,13 +83,15 @@ absl::Status CheckRequired(const CliArgs& args) {
 const char* Usage() {
   return "usage: moondream-cli [--model moondream2|test] [--model-dir DIR] [--precision "
          "fp32|bf16|fp16|int8]\n"
-         "                    [--device cpu|cuda] [--threads N] COMMAND [options] [--json]\n"
+         "                    [--device cpu|cuda] [--cpu-isa auto|avx512vnni|avxvnni|avx2|"
+         "neon-dot|neon|scalar]\n"
+         "                    [--threads N] COMMAND [options] [--json]\n"
          "  caption --image FILE [--length short|normal] [--max-tokens N]\n"
          "  query   --image FILE --question Q [--max-tokens N]\n"
          "  detect  --image FILE --object O [--max-objects N]\n"
          "  point   --image FILE --object O [--max-objects N]\n"
          "  tokenize --text T   (reads DIR/tokenizer.json)\n"
-         "--json prints JSON: text or objects, token_ids, usage, timings (ms).\n";
+         "--json prints JSON: text or objects, token_ids, usage, timings (ms), cpu_isa.\n";
 }
 
 absl::StatusOr<CliArgs> ParseArgs(int argc, char** argv) {

@@ -13,6 +13,7 @@ struct CliArgs {
   std::string model = "moondream2";  // moondream2 | test
   std::string model_dir;
   std::string precision = "fp32";
+  std::string cpu_isa;  // --cpu-isa; empty = MOONDREAM_CPU_ISA or auto
   std::string device = "cpu";
   int threads = 0;
   std::string image;  // file path

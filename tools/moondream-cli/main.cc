@@ -72,9 +72,10 @@ absl::StatusOr<Result> RunOnce(Engine& engine, Request request) {
   return future.get();
 }
 
-json ToJson(const CliArgs& args, const Result& result, double load_ms) {
+json ToJson(const CliArgs& args, const Result& result, double load_ms, const ModelInfo& info) {
   json out;
   out["model"] = result.model;
+  out["cpu_isa"] = info.cpu_isa;
   if (args.command == "caption" || args.command == "query") {
     out["text"] = result.text;
   } else if (args.command == "detect") {
@@ -138,6 +139,7 @@ int RunModel(const CliArgs& args) {
   options.model_dir = args.model_dir;
   options.variants = {args.precision};
   options.device = args.device;
+  options.cpu_isa = args.cpu_isa;
   options.threads = args.threads;
   options.max_queue = 0;
   const Clock::time_point start = Clock::now();
@@ -147,7 +149,8 @@ int RunModel(const CliArgs& args) {
   absl::StatusOr<Result> result = RunOnce(**engine, BuildRequest(args, *std::move(image)));
   if (!result.ok()) return Fail(result.status());
   if (args.json) {
-    std::cout << ToJson(args, *result, load_ms).dump() << "\n";
+    const absl::StatusOr<ModelInfo> info = (*engine)->GetModel("");
+    std::cout << ToJson(args, *result, load_ms, info.ok() ? *info : ModelInfo{}).dump() << "\n";
   } else {
     PrintPlain(args, *result);
   }

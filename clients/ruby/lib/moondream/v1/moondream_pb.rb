@@ -145,6 +145,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :quantization, :message, 7, "moondream.v1.QuantizationSummary"
       optional :is_default, :bool, 8
       optional :source, :string, 9
+      optional :cpu_isa, :string, 10
     end
     add_enum "moondream.v1.CaptionLength" do
       value :CAPTION_LENGTH_UNSPECIFIED, 0

@@ -1,6 +1,8 @@
-// The fused INT8-path attention (engine/model/fused_attention.h) against softmax(q·kᵀ/√hd)·v
-// in fp64: shapes of the vision tower (729 tokens, 16 heads of 72), key panel and query
+// KernelSelfAttention (engine/model/attention.h, the INT8 plan's attention over
+// kernels::SelfAttention) against softmax(q·kᵀ/√hd)·v in fp64, on every kernel variant this
+// CPU runs: shapes of the vision tower (729 tokens, 16 heads of 72), key panel and query
 // block tails, head dims across one and two value tiles, strided qkv rows, peaked scores.
+// (tests/kernels proves the variants bit-identical to each other.)
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -9,7 +11,8 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
-#include "engine/model/fused_attention.h"
+#include "engine/model/attention.h"
+#include "kernels/kernels.h"
 
 namespace moondream {
 namespace {
@@ -24,8 +27,9 @@ at::Tensor Reference(const at::Tensor& qkv, int64_t heads) {
 
 // Within 2e-6 of the inputs' scale, or twice the error of ATen's fp32 evaluation where the
 // problem itself is worse conditioned (peaked softmax of scores in the hundreds).
-void ExpectClose(const at::Tensor& qkv, int64_t heads) {
-  const at::Tensor out = FusedSelfAttention(qkv, heads);
+void ExpectClose(const kernels::KernelSet& ks, const at::Tensor& qkv, int64_t heads) {
+  SCOPED_TRACE(ks.name);
+  const at::Tensor out = KernelSelfAttention(ks, qkv, heads);
   const at::Tensor ref = Reference(qkv, heads);
   ASSERT_EQ(out.sizes(), ref.sizes());
   ASSERT_EQ(out.scalar_type(), at::kFloat);
@@ -44,11 +48,17 @@ void ExpectClose(const at::Tensor& qkv, int64_t heads) {
 class FusedAttention
     : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {};
 
+// Every variant this CPU runs.
+void ExpectCloseOnEveryIsa(const at::Tensor& qkv, int64_t heads) {
+  for (const kernels::KernelSet* ks : kernels::AllKernelSets()) {
+    if (ks->runs(kernels::HostCpu())) ExpectClose(*ks, qkv, heads);
+  }
+}
+
 TEST_P(FusedAttention, MatchesFp64Softmax) {
-  if (!FusedAttentionSupported()) GTEST_SKIP() << "no AVX-512";
   const auto [t, heads, hd] = GetParam();
   at::manual_seed(t * 131 + heads * 7 + hd);
-  ExpectClose(at::randn({t, 3 * heads * hd}) * 2, heads);
+  ExpectCloseOnEveryIsa(at::randn({t, 3 * heads * hd}) * 2, heads);
 }
 
 // T: vision (729 = 7 full key panels + 57, 182 query blocks + 1), one token, a block tail,
@@ -60,32 +70,31 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FusedAttention,
                                            std::make_tuple(200, 4, 64)));
 
 TEST(FusedAttentionInputs, StridedRowsAndPeakedScores) {
-  if (!FusedAttentionSupported()) GTEST_SKIP() << "no AVX-512";
   at::manual_seed(3);
   // Rows of a wider buffer (row stride != 3·H·hd).
   const at::Tensor wide = at::randn({150, 3 * 4 * 24 + 40});
-  ExpectClose(wide.narrow(1, 0, 3 * 4 * 24), 4);
+  ExpectCloseOnEveryIsa(wide.narrow(1, 0, 3 * 4 * 24), 4);
   // Scores in the hundreds: softmax close to one-hot, exp arguments far below -87.
-  ExpectClose(at::randn({150, 3 * 2 * 32}) * 12, 2);
+  ExpectCloseOnEveryIsa(at::randn({150, 3 * 2 * 32}) * 12, 2);
 }
 
 TEST(FusedAttentionInputs, ThreadCountDoesNotChangeResult) {
-  if (!FusedAttentionSupported()) GTEST_SKIP() << "no AVX-512";
+  const kernels::KernelSet& ks = kernels::DefaultKernels();
   const at::Tensor qkv = at::randn({100, 3 * 5 * 40});
   const int saved = at::get_num_threads();
   at::set_num_threads(1);
-  const at::Tensor a = FusedSelfAttention(qkv, 5);
+  const at::Tensor a = KernelSelfAttention(ks, qkv, 5);
   at::set_num_threads(2);
-  const at::Tensor b = FusedSelfAttention(qkv, 5);
+  const at::Tensor b = KernelSelfAttention(ks, qkv, 5);
   at::set_num_threads(saved);
   EXPECT_TRUE(at::equal(a, b));
 }
 
 TEST(FusedAttentionInputs, RejectsBadShapes) {
-  if (!FusedAttentionSupported()) GTEST_SKIP() << "no AVX-512";
-  EXPECT_THROW(FusedSelfAttention(at::randn({10, 3 * 4 * 8 + 1}), 4), c10::Error);
-  EXPECT_THROW(FusedSelfAttention(at::randn({10, 96}).to(at::kBFloat16), 4), c10::Error);
-  EXPECT_THROW(FusedSelfAttention(at::randn({96, 10}).t(), 4), c10::Error);
+  const kernels::KernelSet& ks = kernels::DefaultKernels();
+  EXPECT_THROW(KernelSelfAttention(ks, at::randn({10, 3 * 4 * 8 + 1}), 4), c10::Error);
+  EXPECT_THROW(KernelSelfAttention(ks, at::randn({10, 96}).to(at::kBFloat16), 4), c10::Error);
+  EXPECT_THROW(KernelSelfAttention(ks, at::randn({96, 10}).t(), 4), c10::Error);
 }
 
 }  // namespace

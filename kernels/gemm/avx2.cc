@@ -1,0 +1,46 @@
+// INT8 GEMM on AVX2: s8 x s8 via the sign trick, maddubs(|a|, w * sign(a)). Activations are
+// in [-127, 127], so |a| fits u8 and each int16 pair sum is at most 2 * 127 * 127 < 2^15:
+// nothing saturates and the int32 sums are exact.
+#include <immintrin.h>
+
+#include "kernels/gemm/prelude.h"
+
+MOONDREAM_TARGET_PUSH("avx2,fma")
+#include "kernels/simd/vec16_avx2.h"
+#include "kernels/gemm/quantize_avx2.h"
+
+namespace moondream::kernels {
+namespace {
+
+struct Avx2 {
+  using V = __m256i;
+  static constexpr int kCols = 8;
+  // 4 rows x 2 ymm (8 accumulators + |a|, a, ones, 2 weights, a temp); decode: 1 x 8 ymm.
+  static constexpr int kMr = 4;
+  static constexpr int Groups(int mr) { return mr == 1 ? 4 : 1; }
+  static constexpr bool kUnsignedA = false;
+
+  static V Zero() { return _mm256_setzero_si256(); }
+  static V LoadW(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static V Bcast(const int8_t* a) {
+    int32_t a4;
+    std::memcpy(&a4, a, 4);
+    return _mm256_set1_epi32(a4);
+  }
+  static V Dot(V acc, V a, V w) {
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(w, a));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+  static void Store(int32_t* p, V acc) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), acc); }
+
+  static float AbsMax(const float* x, int64_t k) { return AbsMaxAvx2(x, k); }
+  static void Quantize(const float* x, int64_t k, float inv, int8_t* q) { QuantizeAvx2(x, k, inv, q); }
+};
+
+}  // namespace
+}  // namespace moondream::kernels
+
+#include "kernels/gemm/driver.h"
+
+MOONDREAM_DEFINE_GEMM(avx2, Avx2)
+MOONDREAM_TARGET_POP()
