@@ -166,6 +166,26 @@ TEST(ConfigTest, ModelLoadFailureExitsWithAClearError) {
   EXPECT_NE(server.Logs().find("event=model_load_failed"), std::string::npos) << server.Logs();
 }
 
+// --cpu-isa (here from MOONDREAM_CPU_ISA) naming an ISA this CPU lacks stops the start with
+// an error that names it and what the CPU does run; a runnable one is logged.
+TEST(ConfigTest, CpuIsaTheCpuLacksExitsWithAClearError) {
+#if defined(__x86_64__)
+  const std::string foreign = "neon-dot";
+#else
+  const std::string foreign = "avx2";
+#endif
+  ServerProcess refused({}, {"MOONDREAM_CPU_ISA=" + foreign});
+  EXPECT_FALSE(refused.serving());
+  EXPECT_EQ(refused.WaitExit(seconds(30)), 1) << refused.Logs();
+  EXPECT_NE(refused.Logs().find("this CPU lacks " + foreign), std::string::npos) << refused.Logs();
+  EXPECT_NE(refused.Logs().find("scalar"), std::string::npos) << refused.Logs();
+
+  ServerProcess scalar({"--cpu-isa=scalar"});
+  ASSERT_TRUE(scalar.serving()) << scalar.Logs();
+  EXPECT_NE(scalar.Logs().find("event=cpu_kernels cpu_isa=scalar"), std::string::npos)
+      << scalar.Logs();
+}
+
 TEST(ConfigTest, SigtermDuringModelLoadExitsZeroAtOnce) {
   ServerProcess server({"--test-model-load-delay-ms=60000"}, {}, "event=listening");
   ASSERT_TRUE(server.serving()) << server.Logs();
