@@ -24,6 +24,9 @@ namespace moondream {
 namespace {
 
 constexpr int kMaxTokensLimit = 2048;  // the text context (spec §1.1 max_context)
+// A question or object name: ~1000 tokens of English, near the 1318 positions the context
+// leaves after the image; longer text is refused before it is even tokenized.
+constexpr size_t kMaxTextBytes = 4096;
 constexpr int kMaxObjectsLimit = 50;   // Moondream2's region loop bound (spec §6.6)
 constexpr const char* kPrecisions[] = {"fp32", "bf16", "fp16", "int8"};
 
@@ -89,6 +92,7 @@ absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o,
     options.precision = precision;
     options.device = o.device;
     options.int8_skip = o.int8_skip;
+    options.int8_smoothing = o.int8_smoothing;
     options.cpu_kernels = cpu_kernels;
     options.max_image_pixels = o.max_image_pixels;
     MD_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadMoondream(options));
@@ -114,6 +118,29 @@ absl::StatusOr<Models> LoadModels(const EngineOptions& o) {
   }
 }
 
+// Client text quoted into an error: at most kQuoteBytes bytes (cut at a UTF-8 character
+// boundary), control characters replaced, the full length said when cut. Errors reach logs
+// and clients; an unbounded echo would let a client write arbitrary text into both.
+constexpr size_t kQuoteBytes = 64;
+std::string Quote(const std::string& text) {
+  size_t end = std::min(text.size(), kQuoteBytes);
+  while (end > 0 && end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
+    --end;  // do not split a multi-byte character
+  }
+  std::string out = "\"";
+  for (size_t i = 0; i < end; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    out += c < 0x20 || c == 0x7f ? '?' : static_cast<char>(c);
+  }
+  out += "\"";
+  if (end < text.size()) absl::StrAppend(&out, " (cut, ", text.size(), " bytes)");
+  return out;
+}
+
+absl::Status UnknownModel(const std::string& name, const std::string& loaded) {
+  return absl::NotFoundError(absl::StrCat("unknown model ", Quote(name), " (loaded: ", loaded, ")"));
+}
+
 absl::Status RangeError(const char* field, const std::string& range, double value) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": must be in ", range, ", got ", value));
 }
@@ -128,6 +155,11 @@ absl::Status ValidateRequest(const Request& r) {
     return absl::InvalidArgumentError(
         absl::StrCat("image: give exactly one of image data or image handle (got ",
                      has_bytes ? "both" : "neither, or empty data", ")"));
+  }
+  if (r.text.size() > kMaxTextBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        r.task == Task::kQuery ? "question" : "object", ": ", r.text.size(),
+        " bytes, more than the limit of ", kMaxTextBytes));
   }
   if (r.task == Task::kQuery && r.text.empty()) {
     return absl::InvalidArgumentError("question: must not be empty");
@@ -207,11 +239,9 @@ Engine::~Engine() = default;
 absl::Status Engine::Submit(Request request, Callbacks callbacks) {
   if (!callbacks.on_done) return absl::InvalidArgumentError("callbacks: on_done is required");
   const Model* model = impl_->Find(request.model);
-  if (model == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("unknown model \"", request.model, "\" (loaded: ", impl_->Names(), ")"));
-  }
+  if (model == nullptr) return UnknownModel(request.model, impl_->Names());
   MD_RETURN_IF_ERROR(ValidateRequest(request));
+  MD_RETURN_IF_ERROR(model->Admit(request));
   request.model = model->info().name;
   if (!request.cancel) request.cancel = std::make_shared<CancelFlag>(false);
   return impl_->scheduler.Enqueue(std::move(request), std::move(callbacks), model);
@@ -225,10 +255,7 @@ std::vector<ModelInfo> Engine::ListModels() const {
 
 absl::StatusOr<ModelInfo> Engine::GetModel(const std::string& name) const {
   const Model* model = impl_->Find(name);
-  if (model == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("unknown model \"", name, "\" (loaded: ", impl_->Names(), ")"));
-  }
+  if (model == nullptr) return UnknownModel(name, impl_->Names());
   return impl_->Info(*model);
 }
 

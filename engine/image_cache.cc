@@ -1,6 +1,10 @@
 #include "engine/image_cache.h"
 
+#include <sys/random.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -12,6 +16,26 @@ namespace {
 constexpr size_t kPrefixDigits = 8;
 constexpr size_t kHandleDigits = kPrefixDigits + 32;
 
+// 128 bits from the kernel's CSPRNG (getrandom(2)): handles are bearer tokens for cached
+// images, so they must not be predictable from earlier ones.
+std::string RandomHex128() {
+  unsigned char bytes[16];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    const ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) std::abort();  // no entropy source: never hand out a guessable handle
+    got += static_cast<size_t>(n);
+  }
+  static const char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char b : bytes) {
+    hex += kDigits[b >> 4];
+    hex += kDigits[b & 15];
+  }
+  return hex;
+}
+
 std::string Hex(uint64_t value, int digits) {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%0*llx", digits, static_cast<unsigned long long>(value));
@@ -21,11 +45,7 @@ std::string Hex(uint64_t value, int digits) {
 }  // namespace
 
 ImageCache::ImageCache(uint64_t budget_bytes, Clock::duration ttl, NowFn now)
-    : budget_bytes_(budget_bytes), ttl_(ttl), now_(std::move(now)) {
-  std::random_device device;
-  std::seed_seq seed{device(), device(), device(), device()};
-  rng_.seed(seed);
-}
+    : budget_bytes_(budget_bytes), ttl_(ttl), now_(std::move(now)) {}
 
 // FNV-1a, 32 bits: stable across runs and platforms.
 std::string ImageCache::ModelPrefix(const std::string& model) {
@@ -38,7 +58,7 @@ std::string ImageCache::NewHandleLocked(const std::string& model) {
   std::string prefix = ModelPrefix(model);
   issuers_.emplace(prefix, model);
   while (true) {
-    std::string handle = prefix + Hex(rng_(), 16) + Hex(rng_(), 16);
+    std::string handle = prefix + RandomHex128();
     if (by_handle_.count(handle) == 0) return handle;
   }
 }

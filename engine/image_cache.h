@@ -1,7 +1,7 @@
 // LRU cache of encoded images behind EncodeImage handles: a byte budget and a TTL.
 //
-// A handle is 40 hex digits: 8 of a hash of the issuing model's name, then 32 random
-// (128 bits). The prefix lets a handle used with another model be told apart from an
+// A handle is 40 hex digits: 8 of a hash of the issuing model's name, then 32 from the
+// kernel's CSPRNG (getrandom, 128 bits). The prefix lets a handle used with another model be told apart from an
 // unknown or expired one, even after the entry is gone.
 #pragma once
 
@@ -11,7 +11,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <string>
 #include <unordered_map>
 
@@ -73,7 +72,6 @@ class ImageCache {
   std::unordered_map<std::string, Lru::iterator> by_handle_;
   std::map<std::string, std::string> issuers_;  // handle prefix -> model name
   uint64_t bytes_ = 0;
-  std::mt19937_64 rng_;
 };
 
 }  // namespace moondream

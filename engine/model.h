@@ -15,7 +15,8 @@ namespace moondream {
 
 // An image after decode + vision encode (+ for Moondream, the prefix KV cache).
 // Immutable and shared: one encoding serves many requests (EncodeImage handles);
-// each request copies what it mutates (copy-on-use of the prefix KV cache).
+// each request keeps what it mutates in its own state (for Moondream, a KV segment that
+// extends the shared, read-only prefix).
 class EncodedImage {
  public:
   virtual ~EncodedImage() = default;
@@ -50,6 +51,11 @@ class Model {
   // the scheduler merges both and sets queue_ms and total_ms.
   virtual absl::StatusOr<Result> Run(const Request& request, const EncodedImage& image,
                                      const RunContext& ctx) const = 0;
+
+  // Checks, at submit and before any work, that the request can run on this model (for
+  // Moondream: its prompt tokens + an explicit max_tokens fit the text context).
+  // INVALID_ARGUMENT otherwise. Cheap (tokenizes the prompt at most).
+  virtual absl::Status Admit(const Request& request) const { return absl::OkStatus(); }
 
   // Bytes of per-request state (KV caches) of this model's requests running now.
   virtual uint64_t request_state_bytes() const { return 0; }

@@ -26,24 +26,25 @@ bool RunsNeonDot(const CpuFeatures& c) { return c.neon && c.dotprod; }
 #endif
 
 constexpr KernelSet kScalar{Isa::kScalar, "scalar", RunsAnywhere, scalar::QuantizeRows,
-                            scalar::Int8Gemm, scalar::SelfAttention, scalar::DecodeAttention};
+                            scalar::Int8Gemm, scalar::Gemv, scalar::SelfAttention,
+                            scalar::DecodeAttention};
 #if defined(__x86_64__)
 constexpr KernelSet kAvx2{Isa::kAvx2, "avx2", RunsAvx2, avx2::QuantizeRows, avx2::Int8Gemm,
-                          avx2::SelfAttention, avx2::DecodeAttention};
+                          avx2::Gemv, avx2::SelfAttention, avx2::DecodeAttention};
 constexpr KernelSet kAvxVnniVex{Isa::kAvxVnni, "avxvnni", RunsAvxVnniVex,
                                 avxvnni_vex::QuantizeRows, avxvnni_vex::Int8Gemm,
-                                avx2::SelfAttention, avx2::DecodeAttention};
+                                avx2::Gemv, avx2::SelfAttention, avx2::DecodeAttention};
 constexpr KernelSet kAvxVnniEvex{Isa::kAvxVnni, "avxvnni-evex256", RunsAvxVnniEvex,
                                  avxvnni_evex::QuantizeRows, avxvnni_evex::Int8Gemm,
-                                 avx2::SelfAttention, avx2::DecodeAttention};
+                                 avx2::Gemv, avx2::SelfAttention, avx2::DecodeAttention};
 constexpr KernelSet kAvx512Vnni{Isa::kAvx512Vnni, "avx512vnni", RunsAvx512Vnni,
                                 avx512vnni::QuantizeRows, avx512vnni::Int8Gemm,
-                                avx512::SelfAttention, avx512::DecodeAttention};
+                                avx512::Gemv, avx512::SelfAttention, avx512::DecodeAttention};
 #elif defined(__aarch64__)
 constexpr KernelSet kNeon{Isa::kNeon, "neon", RunsNeon, neon::QuantizeRows, neon::Int8Gemm,
-                          neon::SelfAttention, neon::DecodeAttention};
+                          neon::Gemv, neon::SelfAttention, neon::DecodeAttention};
 constexpr KernelSet kNeonDot{Isa::kNeonDot, "neon-dot", RunsNeonDot, neon_dot::QuantizeRows,
-                             neon_dot::Int8Gemm, neon::SelfAttention, neon::DecodeAttention};
+                             neon_dot::Int8Gemm, neon::Gemv, neon::SelfAttention, neon::DecodeAttention};
 #endif
 
 int64_t RoundUp(int64_t x, int64_t to) { return (x + to - 1) / to * to; }

@@ -1,6 +1,7 @@
 // The kernel layer: model-agnostic CPU kernels behind one dispatch. Raw pointers only; the
 // ATen wrappers live above it (quantization/, engine/model/). One file per ISA and kernel
-// family in gemm/ and attention/ (the generic code in gemm/driver.h, attention/impl.h,
+// family in gemm/, gemv/ and attention/ (the generic code in gemm/driver.h, gemv/impl.h,
+// attention/impl.h,
 // written once on simd/vec16_<isa>.h); the scalar files are the reference
 // every other ISA is tested against bit for bit (tests/kernels). Threads: the kernels
 // split their work with OpenMP (`#pragma omp parallel`), the pool that ATen's
@@ -8,7 +9,7 @@
 //
 // Exactness contract (every ISA, every shape):
 //  - activation quantization and the int32 GEMM accumulations are bit-identical;
-//  - float epilogues and the attention kernels evaluate the same operations in the same
+//  - float epilogues, the dense GEMV and the attention kernels evaluate the same operations in the same
 //    order per output element (fused multiply-adds where the reference says fma, sums
 //    over 16 logical lanes reduced by one fixed tree), so their results are bit-identical
 //    too. The model's tokens therefore do not depend on the ISA.
@@ -63,6 +64,24 @@ struct Int8GemmArgs {
 // y[i][j] = fma(float(acc), a_scale[i] * w_scale[j], bias ? bias[j] : 0.f), then
 // GeluTanh(y) for kGeluTanh (simd/vec16_math.h).
 
+// ---- dense GEMV (bf16 / fp32 weights) --------------------------------------------------
+//
+// Decode's matrix-vector product with full-precision weights: y[r] = sum_k w[r][k] * x[k]
+// (+ bias[r]). Memory-bound: each thread streams a contiguous range of rows.
+// Semantics (every ISA): a row's sum is one F16 fma chain over the 16-wide chunks of k in
+// order (bf16 weights widened exactly to fp32; the tail chunk's missing lanes are 0 in
+// both w and x), then ReduceAdd (the fixed tree of simd/README.md), then + bias[r] in fp32.
+enum class GemvWeights { kFloat32, kBFloat16 };
+
+struct GemvArgs {
+  GemvWeights type = GemvWeights::kBFloat16;
+  const void* w = nullptr;  // [n, k]: fp32, or bf16 as uint16 (the fp32 high halves)
+  int64_t n = 0, k = 0, ldw = 0;  // ldw: w's row stride in elements (>= k)
+  const float* x = nullptr;       // [k]
+  const float* bias = nullptr;    // [n] or null
+  float* y = nullptr;             // [n]
+};
+
 // ---- attention (fp32) ------------------------------------------------------------------
 
 // Self-attention of one sequence, no mask: every row attends to every row.
@@ -112,6 +131,8 @@ struct KernelSet {
                         int64_t ldq, float* scale);
   // workspace: Int8GemmWorkspaceBytes(m, k) bytes, 64-byte aligned.
   void (*int8_gemm)(const Int8GemmArgs& args, void* workspace);
+  // No workspace; OpenMP-parallel over rows.
+  void (*gemv)(const GemvArgs& args);
   // workspace: SelfAttentionWorkspaceBytes(t, hd, threads) bytes, 64-byte aligned.
   void (*self_attention)(const SelfAttentionArgs& args, void* workspace);
   // workspace: DecodeAttentionWorkspaceBytes(heads, positions) bytes, 64-byte aligned.
@@ -140,6 +161,7 @@ const KernelSet& DefaultKernels();
 
 // Convenience entry points: allocate the workspace and call ks's kernel.
 void Int8Gemm(const KernelSet& ks, const Int8GemmArgs& args);
+inline void Gemv(const KernelSet& ks, const GemvArgs& args) { ks.gemv(args); }
 void SelfAttention(const KernelSet& ks, const SelfAttentionArgs& args);
 void DecodeAttention(const KernelSet& ks, const DecodeAttentionArgs& args);
 

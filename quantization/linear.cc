@@ -12,7 +12,7 @@ struct Linear::Impl {
   at::Tensor dense;    // [out, in] compute dtype (Dense)
   at::Tensor packed;   // int8, kernels::PackInt8Weights layout (CPU INT8)
   at::Tensor row_sum;  // int32 [out] (CPU INT8)
-  const kernels::KernelSet* kernels = nullptr;  // CPU INT8
+  const kernels::KernelSet* kernels = nullptr;  // CPU INT8; CPU bf16/fp32 Dense (GEMV)
   Int8Matrix plain;    // CUDA INT8: weight-only dequantization per call
   at::Tensor scale;    // fp32 [out] (INT8)
   at::Tensor bias;     // [out] or undefined
@@ -51,9 +51,30 @@ at::Tensor PackedForward(const Linear::Impl& l, const at::Tensor& x, Activation 
   return y;
 }
 
+// Decode on the kernel layer's dense GEMV: x [in] in the weight dtype -> [out] in the weight
+// dtype (fp32 accumulation and bias add, one rounding at the end for bf16).
+at::Tensor GemvForward(const Linear::Impl& l, const at::Tensor& x) {
+  const at::Tensor x32 = x.to(at::kFloat).contiguous();
+  const at::Tensor b32 = l.bias.defined() ? l.bias.to(at::kFloat).contiguous() : at::Tensor();
+  at::Tensor y = at::empty({l.out}, at::kFloat);
+  kernels::GemvArgs args;
+  const bool bf16 = l.dense.scalar_type() == at::kBFloat16;
+  args.type = bf16 ? kernels::GemvWeights::kBFloat16 : kernels::GemvWeights::kFloat32;
+  args.w = bf16 ? static_cast<const void*>(l.dense.data_ptr<at::BFloat16>())
+                : static_cast<const void*>(l.dense.data_ptr<float>());
+  args.n = l.out;
+  args.k = l.in;
+  args.ldw = l.in;
+  args.x = x32.data_ptr<float>();
+  args.bias = b32.defined() ? b32.data_ptr<float>() : nullptr;
+  args.y = y.data_ptr<float>();
+  kernels::Gemv(*l.kernels, args);
+  return bf16 ? y.to(at::kBFloat16) : y;
+}
+
 }  // namespace
 
-Linear Linear::Dense(at::Tensor weight, at::Tensor bias) {
+Linear Linear::Dense(at::Tensor weight, at::Tensor bias, const kernels::KernelSet* kernels) {
   TORCH_CHECK(weight.dim() == 2, "Linear::Dense: weight must be [out, in]");
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
               "Linear::Dense: bias must be [out]");
@@ -62,6 +83,10 @@ Linear Linear::Dense(at::Tensor weight, at::Tensor bias) {
   impl->out = weight.size(0);
   impl->dense = weight.contiguous();
   impl->bias = bias;
+  const at::ScalarType wt = weight.scalar_type();
+  if (weight.device().is_cpu() && (wt == at::kFloat || wt == at::kBFloat16)) {
+    impl->kernels = kernels != nullptr ? kernels : &kernels::DefaultKernels();
+  }
   Linear l;
   l.impl_ = std::move(impl);
   return l;
@@ -116,8 +141,14 @@ at::Tensor Linear::Forward(const at::Tensor& x, Activation act) const {
     y = DequantizedForward(l, x);
   } else {
     const at::ScalarType wt = l.dense.scalar_type();
-    const at::Tensor b = l.bias.defined() ? l.bias.to(wt) : at::Tensor();
-    y = at::linear(x.to(wt), l.dense, b).to(x.scalar_type());
+    if (l.kernels != nullptr && x.numel() == l.in && x.device().is_cpu()) {
+      std::vector<int64_t> shape = x.sizes().vec();
+      shape.back() = l.out;
+      y = GemvForward(l, x.reshape({l.in}).to(wt)).to(x.scalar_type()).view(shape);
+    } else {
+      const at::Tensor b = l.bias.defined() ? l.bias.to(wt) : at::Tensor();
+      y = at::linear(x.to(wt), l.dense, b).to(x.scalar_type());
+    }
   }
   if (act == Activation::kGeluTanh) y = at::gelu(y.to(at::kFloat), "tanh").to(y.scalar_type());
   return y;

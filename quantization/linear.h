@@ -51,8 +51,13 @@ enum class Activation {
 class Linear {
  public:
   Linear() = default;
-  // weight: [out, in] in the compute dtype; bias: [out] or undefined.
-  static Linear Dense(at::Tensor weight, at::Tensor bias);
+  // weight: [out, in] in the compute dtype; bias: [out] or undefined. CPU bf16/fp32 weights
+  // run decode (x with one row: x.numel() == in) on the kernel layer's GEMV on `kernels`
+  // (null: kernels::DefaultKernels()): x rounded to the weight dtype as at::linear does,
+  // widened exactly to fp32, fp32 accumulation, + bias in fp32, the result rounded to the
+  // weight dtype and returned in x's dtype. Every other call is at::linear.
+  static Linear Dense(at::Tensor weight, at::Tensor bias,
+                      const kernels::KernelSet* kernels = nullptr);
   // bias: fp32 [out] or undefined. CPU weights run on `kernels` (null: the process default,
   // kernels::DefaultKernels()).
   static Linear Int8(Int8Matrix weight, at::Tensor bias,

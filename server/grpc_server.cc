@@ -39,7 +39,9 @@ absl::StatusOr<StartedServer> StartGrpcServer(const ServerOptions& options, grpc
   // health.proto lets reflection resolve grpc.health.v1.Health.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // The plugin is process-wide: once initialised, every server built after it serves
+  // reflection, so it is initialised only when asked for.
+  if (options.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);

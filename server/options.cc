@@ -33,6 +33,10 @@ ABSL_FLAG(std::vector<std::string>, variants, {},
 ABSL_FLAG(std::string, device, kEngineDefaults.device, "cpu or cuda");
 ABSL_FLAG(std::vector<std::string>, int8_skip, {},
           "Glob patterns of layers kept in full precision under int8");
+ABSL_FLAG(std::string, int8_smoothing, "on",
+          "on|off: INT8 folds calibration-free per-channel smoothing (LayerNorm->linear, "
+          "values->out-projection, keys<->queries) into the weights at load, so outlier "
+          "channels do not crush the per-token activations or the int8 KV cache");
 ABSL_FLAG(std::string, cpu_isa, "auto",
           "CPU kernels: auto|avx512vnni|avxvnni|avx2|neon-dot|neon|scalar; an ISA this CPU "
           "lacks fails the start");
@@ -61,6 +65,8 @@ ABSL_FLAG(absl::Duration, max_connection_age, absl::InfiniteDuration(),
 ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::InfiniteDuration(),
           "Time calls get to finish on a connection closed for its age");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
+ABSL_FLAG(bool, reflection, true,
+          "Serve gRPC server reflection (grpcurl list/describe); --reflection=false turns it off");
 ABSL_FLAG(int, test_model_token_delay_ms, kEngineDefaults.test_model_token_delay_ms,
           "Per-token delay of the test model (tests of deadlines, cancellation, draining)");
 ABSL_FLAG(int, test_model_load_delay_ms, kEngineDefaults.test_model_load_delay_ms,
@@ -109,6 +115,7 @@ EngineOptions EngineFromFlags() {
   if (e.variants.empty()) e.variants = {absl::GetFlag(FLAGS_precision)};
   e.device = absl::GetFlag(FLAGS_device);
   e.int8_skip = absl::GetFlag(FLAGS_int8_skip);
+  e.int8_smoothing = absl::GetFlag(FLAGS_int8_smoothing) != "off";
   e.cpu_isa = absl::GetFlag(FLAGS_cpu_isa);
   e.threads = absl::GetFlag(FLAGS_threads);
   e.max_queue = absl::GetFlag(FLAGS_max_queue);
@@ -138,6 +145,11 @@ absl::StatusOr<ServerOptions> ServerFromFlags() {
   o.keepalive_min_ping_interval = absl::GetFlag(FLAGS_keepalive_min_ping_interval);
   o.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
   o.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
+  o.reflection = absl::GetFlag(FLAGS_reflection);
+  const std::string smoothing = absl::GetFlag(FLAGS_int8_smoothing);
+  if (smoothing != "on" && smoothing != "off") {
+    return absl::InvalidArgumentError("--int8-smoothing=" + smoothing + ": expected on or off");
+  }
   const std::string level = absl::GetFlag(FLAGS_log_level);
   if (!ParseLogLevel(level, &o.log_level)) {
     return absl::InvalidArgumentError("--log-level=" + level + ": expected debug, info, warn or error");
@@ -179,6 +191,7 @@ void LogOptions(const Options& options) {
       {{"listen", s.listen}, {"metrics_listen", s.metrics_listen}, {"model", e.model},
        {"model_dir", e.model_dir}, {"variants", absl::StrJoin(e.variants, ",")},
        {"device", e.device}, {"int8_skip", absl::StrJoin(e.int8_skip, ",")},
+       {"int8_smoothing", e.int8_smoothing},
        {"cpu_isa", e.cpu_isa},
        {"threads", e.threads}, {"max_queue", e.max_queue},
        {"max_concurrency", e.max_concurrency}, {"max_message_bytes", s.max_message_bytes},
@@ -191,6 +204,7 @@ void LogOptions(const Options& options) {
        {"keepalive_min_ping_interval", absl::FormatDuration(s.keepalive_min_ping_interval)},
        {"max_connection_age", absl::FormatDuration(s.max_connection_age)},
        {"max_connection_age_grace", absl::FormatDuration(s.max_connection_age_grace)},
+       {"reflection", s.reflection},
        {"test_model_token_delay_ms", e.test_model_token_delay_ms},
        {"test_model_load_delay_ms", e.test_model_load_delay_ms}});
 }

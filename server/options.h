@@ -24,6 +24,7 @@ struct ServerOptions {
   absl::Duration max_connection_age;           // infinite = never
   absl::Duration max_connection_age_grace;
   LogLevel log_level = LogLevel::kInfo;
+  bool reflection = true;      // serve grpc.reflection (grpcurl list/describe)
 };
 
 struct Options {

@@ -1,11 +1,13 @@
-// Helpers shared by the benchmarks under bench/: wall/CPU timing with median and min, the
-// machine's read bandwidth measured in the same run (the decode roofline), load average.
+// Helpers shared by the benchmarks under bench/: wall/CPU timing with median and min, load
+// average; the read-bandwidth probe (the decode roofline) is bench/common/bandwidth.h.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <string>
 #include <vector>
+
+#include "bench/common/bandwidth.h"
 
 namespace moondream::bench {
 
@@ -40,14 +42,6 @@ Timing TimeIt(Fn fn, int reps) {
   std::sort(cpu.begin(), cpu.end());
   return {t[t.size() / 2], t[0], cpu[cpu.size() / 2]};
 }
-
-// The machine's read bandwidth in GB/s (1e9 bytes/s) with the current at::get_num_threads():
-// one parallel sum per 64 MiB slice of a 1 GiB buffer (cold: each slice is read once per
-// pass; each thread streams a contiguous half), the best of 128 slices. The best, because a
-// roofline is an upper bound; 64 MiB, because with 8 MiB slices the wake-up of a sleeping
-// OpenMP worker (OMP_WAIT_POLICY=PASSIVE) was timed too and the probe read 38-48 GB/s on a
-// machine that streams 76-82 GB/s. Allocates and touches 1 GiB for about a second.
-double ReadBandwidth();
 
 // /proc/loadavg without the trailing newline ("" if unreadable). The machine is shared:
 // record how busy it was.

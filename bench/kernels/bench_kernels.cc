@@ -1,8 +1,8 @@
 // Side by side, for every INT8 GEMM variant this CPU runs: GEMM GFLOP/s on a vision shape
 // (m = 729, compute-bound) and GEMV GB/s of packed weights (m = 1, memory-bound) on the
-// text shapes, against a read-bandwidth probe (all threads, a buffer >> LLC, best pass).
-// GEMV weights rotate through enough copies to exceed the probe's buffer, so they stream
-// from memory as in decode. Threads: OMP_NUM_THREADS.
+// text shapes, against the read-bandwidth probe of bench/common/bandwidth.h (all threads, a
+// buffer >= 8x the LLC, best full pass; a GEMV above it is flagged). GEMV weights rotate
+// through --mib of copies (default 1024), so they stream from memory as in decode. Threads: OMP_NUM_THREADS.
 #include <omp.h>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/common/bandwidth.h"
 #include "kernels/kernels.h"
 
 namespace mk = moondream::kernels;
@@ -33,22 +34,6 @@ double Best(int reps, Fn fn) {
     best = std::min(best, Now() - t0);
   }
   return best;
-}
-
-double ReadBandwidthGBs(int64_t bytes) {
-  const int64_t words = bytes / 8;
-  std::vector<int64_t> buf(static_cast<size_t>(words));
-#pragma omp parallel for
-  for (int64_t i = 0; i < words; ++i) buf[i] = i;
-  int64_t sink = 0;
-  const double t = Best(5, [&](int) {
-    int64_t sum = 0;
-#pragma omp parallel for simd reduction(+ : sum)
-    for (int64_t i = 0; i < words; ++i) sum += buf[i];
-    sink += sum;
-  });
-  if (sink == 42) std::puts("");
-  return static_cast<double>(words * 8) / t / 1e9;
 }
 
 struct Layer {
@@ -93,6 +78,42 @@ struct Layer {
   }
 };
 
+// The dense GEMV (bf16 or fp32 weights): copies of [n, k] weights cycled like Layer's.
+struct DenseLayer {
+  mk::GemvWeights type;
+  int64_t n, k, bytes;
+  std::vector<std::vector<uint16_t>> w;  // bf16, or fp32 as pairs of uint16
+  DenseLayer(mk::GemvWeights type_, int64_t k_, int64_t n_, int64_t min_bytes)
+      : type(type_), n(n_), k(k_) {
+    const int64_t elem = type == mk::GemvWeights::kBFloat16 ? 2 : 4;
+    bytes = n * k * elem;
+    const int64_t copies = std::max<int64_t>(1, (min_bytes + bytes - 1) / bytes);
+    std::vector<uint16_t> one(static_cast<size_t>(n * k * elem / 2));
+    for (size_t i = 0; i < one.size(); ++i) {  // small finite values whatever the type
+      one[i] = static_cast<uint16_t>(elem == 2 || i % 2 == 1 ? 0x3C00 + i * 7919 % 512 : i % 65536);
+    }
+    for (int64_t c = 0; c < copies; ++c) w.push_back(one);
+  }
+  double Time(const mk::KernelSet& ks, int reps) const {
+    std::vector<float> x(static_cast<size_t>(k)), y(static_cast<size_t>(n)), bias(static_cast<size_t>(n), 0.5f);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 251) / 125.f - 1.f;
+    mk::GemvArgs a;
+    a.type = type;
+    a.w = w[0].data();
+    a.n = n;
+    a.k = k;
+    a.ldw = k;
+    a.x = x.data();
+    a.bias = bias.data();
+    a.y = y.data();
+    mk::Gemv(ks, a);  // warm-up
+    return Best(reps, [&](int i) {
+      a.w = w[static_cast<size_t>(i) % w.size()].data();
+      mk::Gemv(ks, a);
+    });
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -104,9 +125,10 @@ int main(int argc, char** argv) {
   for (const mk::KernelSet* ks : mk::AllKernelSets()) {
     if (ks->runs(mk::HostCpu())) sets.push_back(ks);
   }
-  const double bw = ReadBandwidthGBs(mib << 20);
-  std::printf("threads %d, read bandwidth %.1f GB/s (%lld MiB, best of 5)\n\n", omp_get_max_threads(), bw,
-              static_cast<long long>(mib));
+  const moondream::bench::BandwidthProbe probe = moondream::bench::ProbeReadBandwidth();
+  const double bw = probe.gbs;
+  std::printf("threads %d, read bandwidth %s\nGEMV weights cycle through %lld MiB of copies; (%%) = of the probe\n\n",
+              omp_get_max_threads(), moondream::bench::Describe(probe).c_str(), static_cast<long long>(mib));
 
   std::printf("%-24s", "shape");
   for (const mk::KernelSet* ks : sets) std::printf("%18s", ks->name);
@@ -124,13 +146,36 @@ int main(int argc, char** argv) {
   for (const auto& [k, n] : std::vector<std::pair<int64_t, int64_t>>{
            {2048, 2048}, {2048, 6144}, {2048, 8192}, {8192, 2048}, {2048, 51200}}) {
     const Layer layer(k, n, mib << 20);
+    bool above = false;
     const std::string label = "m=1 " + std::to_string(k) + "x" + std::to_string(n) + " GB/s";
     std::printf("%-24s", label.c_str());
     for (const mk::KernelSet* ks : sets) {
       const double gbs = static_cast<double>(mk::PackedInt8Bytes(n, k)) / layer.Time(*ks, 1, 20) / 1e9;
       std::printf("%11.1f (%3.0f%%)", gbs, 100.0 * gbs / bw);
+      above = above || gbs > bw;
     }
-    std::printf("\n");
+    std::printf("%s\n", above ? "  ABOVE PROBE: roofline invalid" : "");
+  }
+
+  // The dense GEMV (decode with bf16 / fp32 weights), GB/s of weights read. Variants with
+  // the same GEMV (avxvnni: avx2's) are timed again, as a measure of the noise.
+  std::printf("\ndense GEMV (kernels::Gemv), GB/s of weights and %% of the probe\n");
+  for (mk::GemvWeights type : {mk::GemvWeights::kBFloat16, mk::GemvWeights::kFloat32}) {
+    for (const auto& [k, n] : std::vector<std::pair<int64_t, int64_t>>{
+             {2048, 2048}, {2048, 6144}, {2048, 8192}, {8192, 2048}, {2048, 51200}}) {
+      const DenseLayer layer(type, k, n, mib << 20);
+      bool above = false;
+      const std::string label = std::string(type == mk::GemvWeights::kBFloat16 ? "bf16 " : "fp32 ") +
+                                std::to_string(k) + "x" + std::to_string(n) + " GB/s";
+      std::printf("%-24s", label.c_str());
+      for (const mk::KernelSet* ks : sets) {
+        const bool slow = std::string(ks->name) == "scalar";
+        const double gbs = static_cast<double>(layer.bytes) / layer.Time(*ks, slow ? 2 : 20) / 1e9;
+        std::printf("%11.1f (%3.0f%%)", gbs, 100.0 * gbs / bw);
+        above = above || gbs > bw;
+      }
+      std::printf("%s\n", above ? "  ABOVE PROBE: roofline invalid" : "");
+    }
   }
   return 0;
 }

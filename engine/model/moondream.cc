@@ -1,5 +1,6 @@
 #include "engine/model/moondream.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -46,6 +47,8 @@ absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOption
   store_options.precision = precision;
   store_options.device = options.device;
   store_options.int8_skip = options.int8_skip;
+  store_options.int8_smoothing = options.int8_smoothing;
+  store_options.text_heads = config.text.n_heads;
   const ExecutionPlan plan = ChoosePlan(precision, options.device.rfind("cuda", 0) == 0,
                                         options.cpu_kernels);
   store_options.kernels = plan.kernels;
@@ -60,6 +63,29 @@ absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOption
   std::unique_ptr<Moondream> model(new Moondream(std::move(vision), std::move(lm)));
   const LoadReport report = store->report();
   if (!options.quant_report_json.empty()) report.WriteJson(options.quant_report_json);
+  if (precision == Precision::kINT8) {
+    // How much activation range the smoothing moved: the worst layer's estimated
+    // per-channel spread (max/median) before and after (per layer: quant_report_json).
+    int smoothed = 0;
+    double before = 0, after = 0, kv_before = 0, kv_after = 0;
+    std::string worst;
+    for (const LayerQuantReport& l : report.layers) {
+      const SmoothingStats& sm = l.smoothing;
+      if (sm.applied) ++smoothed;
+      if (sm.applied && sm.input_spread_before > before) {
+        before = sm.input_spread_before;
+        worst = l.name;
+      }
+      after = std::max(after, sm.input_spread_after);
+      kv_before = std::max({kv_before, sm.key_spread_before, sm.value_spread_before});
+      kv_after = std::max({kv_after, sm.key_spread_after, sm.value_spread_after});
+    }
+    Log(LogLevel::kInfo, "int8_smoothing",
+        {{"enabled", options.int8_smoothing}, {"layers", smoothed},
+         {"max_input_spread_before", before}, {"max_input_spread_after", after},
+         {"worst_layer", worst}, {"max_kv_spread_before", kv_before},
+         {"max_kv_spread_after", kv_after}});
+  }
   const double seconds = MsSince(start) / 1000.0;
   model->info_ = MakeInfo(options, dir, precision, report, seconds);
   model->info_.cpu_isa = plan.kernels != nullptr ? plan.kernels->name : "";
@@ -84,7 +110,7 @@ absl::StatusOr<at::Tensor> Moondream::EncodeEmbeds(std::string_view image_bytes,
   start = Clock::now();
   return RunGuarded([&]() -> absl::StatusOr<at::Tensor> {
     InferenceModeGuard guard;
-    at::Tensor embeds = vision_.Encode(crops, compute_dtype_, taps);
+    at::Tensor embeds = vision_.Encode(crops, compute_dtype_, taps, &ctx);
     ReleaseFreeHeap();  // the crops' activations, before the prefix prefill allocates
     if (ctx.timings != nullptr) ctx.timings->vision_encode_ms += MsSince(start);
     return embeds;
@@ -92,10 +118,10 @@ absl::StatusOr<at::Tensor> Moondream::EncodeEmbeds(std::string_view image_bytes,
 }
 
 absl::StatusOr<std::shared_ptr<const MoondreamImage>> Moondream::EncodeFromEmbeds(
-    const at::Tensor& image_embeds, at::Tensor* hidden) const {
+    const at::Tensor& image_embeds, at::Tensor* hidden, const RunContext* ctx) const {
   return RunGuarded([&]() -> absl::StatusOr<std::shared_ptr<const MoondreamImage>> {
     InferenceModeGuard guard;
-    MD_ASSIGN_OR_RETURN(KvCache prefix, PrefillImage(*lm_, image_embeds, hidden));
+    MD_ASSIGN_OR_RETURN(KvCache prefix, PrefillImage(*lm_, image_embeds, hidden, ctx));
     ReleaseFreeHeap();
     return std::make_shared<const MoondreamImage>(std::move(prefix));
   });
@@ -107,9 +133,14 @@ absl::StatusOr<std::shared_ptr<const EncodedImage>> Moondream::Encode(
   MD_RETURN_IF_ERROR(ctx.CheckAlive());
   const Clock::time_point start = Clock::now();
   MD_ASSIGN_OR_RETURN(std::shared_ptr<const MoondreamImage> image,
-                      EncodeFromEmbeds(embeds, nullptr));
+                      EncodeFromEmbeds(embeds, nullptr, &ctx));
   if (ctx.timings != nullptr) ctx.timings->vision_encode_ms += MsSince(start);
   return image;
+}
+
+absl::Status Moondream::Admit(const Request& request) const {
+  if (request.task == Task::kEncodeImage) return absl::OkStatus();
+  return CheckContextFits(*lm_, request);
 }
 
 absl::StatusOr<Result> Moondream::Run(const Request& request, const EncodedImage& image,

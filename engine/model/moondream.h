@@ -32,6 +32,9 @@ struct MoondreamOptions {
   std::string precision = "fp32";
   std::string device = "cpu";
   std::vector<std::string> int8_skip;  // fnmatch globs of linears kept in the compute dtype
+  // INT8: fold calibration-free outlier smoothing into the weights at load
+  // (engine/weights/smoothing.h); off only to measure what it buys.
+  bool int8_smoothing = true;
   // CPU kernels (kernels::ResolveKernels); null = kernels::DefaultKernels().
   const kernels::KernelSet* cpu_kernels = nullptr;
   uint64_t max_image_pixels = 50'000'000;
@@ -58,15 +61,18 @@ class Moondream final : public Model {
       std::string_view image_bytes, const RunContext& ctx) const override;
   absl::StatusOr<Result> Run(const Request& request, const EncodedImage& image,
                              const RunContext& ctx) const override;
+  absl::Status Admit(const Request& request) const override;
   uint64_t request_state_bytes() const override { return request_state_bytes_.load(); }
 
   // Taps for parity tests and the CLI.
   // Image bytes -> image embeddings [729, D] (decode, crops, vision, projection).
   absl::StatusOr<at::Tensor> EncodeEmbeds(std::string_view image_bytes, const RunContext& ctx,
                                           VisionTaps* taps) const;
-  // Image embeddings -> encoded image (the prefix prefill); `hidden` gets [730, D].
+  // Image embeddings -> encoded image (the prefix prefill); `hidden` gets [730, D]. With
+  // `ctx`, the prefill stops between layers when the request's deadline passes or it is
+  // cancelled (so does EncodeEmbeds between vision crops).
   absl::StatusOr<std::shared_ptr<const MoondreamImage>> EncodeFromEmbeds(
-      const at::Tensor& image_embeds, at::Tensor* hidden) const;
+      const at::Tensor& image_embeds, at::Tensor* hidden, const RunContext* ctx = nullptr) const;
   absl::StatusOr<Result> Run(const Request& request, const EncodedImage& image,
                              const RunContext& ctx, GenerationTaps* taps) const;
   const Language& language() const { return *lm_; }

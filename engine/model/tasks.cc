@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "engine/model/status_macros.h"
 
 namespace moondream {
@@ -54,7 +55,7 @@ class LiveBytes {
 }  // namespace
 
 absl::StatusOr<KvCache> PrefillImage(const Language& lm, const at::Tensor& image_embeds,
-                                     at::Tensor* hidden) {
+                                     at::Tensor* hidden, const RunContext* ctx) {
   const TextConfig& cfg = lm.config.text;
   if (image_embeds.dim() != 2 || image_embeds.size(0) != cfg.prefix_attn - 1 ||
       image_embeds.size(1) != cfg.dim) {
@@ -68,7 +69,7 @@ absl::StatusOr<KvCache> PrefillImage(const Language& lm, const at::Tensor& image
                                   image_embeds.to(lm.text.dtype())});  // [prefix, D]
   KvCache cache =
       KvCache::Allocate(cfg, cfg.prefix_attn, lm.kv_dtype, image_embeds.device());
-  at::Tensor h = lm.text.Prefill(seq, 0, cache);
+  at::Tensor h = lm.text.Prefill(seq, 0, cache, ctx);
   if (hidden != nullptr) *hidden = h;
   return cache;
 }
@@ -85,6 +86,21 @@ absl::StatusOr<std::vector<int32_t>> BuildPrompt(const Language& lm, const Reque
       return absl::InvalidArgumentError(std::string("task ") + TaskName(request.task) +
                                         " does not generate");
   }
+}
+
+absl::Status CheckContextFits(const Language& lm, const Request& request) {
+  MD_ASSIGN_OR_RETURN(const std::vector<int32_t> prompt, BuildPrompt(lm, request));
+  const int64_t image = lm.config.text.prefix_attn;
+  const bool generates_text = request.task == Task::kCaption || request.task == Task::kQuery;
+  const int64_t max_tokens = generates_text ? request.settings.max_tokens : 0;
+  const int64_t max_context = lm.config.text.max_context;
+  if (image + static_cast<int64_t>(prompt.size()) + max_tokens <= max_context) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "prompt of ", prompt.size(), " tokens", max_tokens > 0 ? " + settings.max_tokens " : "",
+      max_tokens > 0 ? absl::StrCat(max_tokens) : "", " do not fit the ", max_context,
+      "-position context after the ", image, " image positions"));
 }
 
 absl::StatusOr<Result> RunTask(const Language& lm, const Request& request,

@@ -129,7 +129,8 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
   return out;
 }
 
-at::Tensor TextDecoder::Prefill(const at::Tensor& embeds, int64_t pos, KvCache& cache) const {
+at::Tensor TextDecoder::Prefill(const at::Tensor& embeds, int64_t pos, KvCache& cache,
+                                const RunContext* ctx) const {
   TORCH_CHECK(embeds.dim() == 2 && embeds.size(1) == config_.dim, "text: embeds must be [T, ",
               config_.dim, "]");
   const int64_t t = embeds.size(0);
@@ -138,6 +139,7 @@ at::Tensor TextDecoder::Prefill(const at::Tensor& embeds, int64_t pos, KvCache& 
   const at::Tensor mask = Mask(pos, t);
   at::Tensor h = embeds.to(dtype_);
   for (int i = 0; i < config_.n_layers; ++i) {
+    ThrowIfStopped(ctx);
     h = BlockForward(blocks_[i], i, h, pos, mask, cache);
   }
   return h;

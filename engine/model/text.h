@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
+#include "engine/model.h"
 #include "engine/model/kv_cache.h"
 #include "engine/weights/config.h"
 #include "engine/weights/weight_store.h"
@@ -27,7 +28,9 @@ class TextDecoder {
   // Runs the blocks over embeds [T, D] at positions pos..pos+T-1, writing their K/V into
   // `cache` and attending to positions 0..pos+T-1. Returns the raw last-layer hidden
   // [T, D] (before post_ln). Positions must stay below cache.capacity().
-  at::Tensor Prefill(const at::Tensor& embeds, int64_t pos, KvCache& cache) const;
+  // With `ctx`, deadline and cancellation are checked before each layer (StopRequested).
+  at::Tensor Prefill(const at::Tensor& embeds, int64_t pos, KvCache& cache,
+                     const RunContext* ctx = nullptr) const;
   // h_last: [D] raw hidden -> fp32 logits [vocab] (post_ln, lm_head).
   at::Tensor Logits(const at::Tensor& h_last) const;
 

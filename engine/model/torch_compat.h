@@ -1,5 +1,6 @@
 // The only place that knows about LibTorch version differences (1.13 here, 2.x elsewhere),
-// plus the single exception boundary of the model code (RunGuarded).
+// plus the single exception boundary of the model code (RunGuarded) and the one exception
+// the model code throws on purpose (StopRequested).
 #pragma once
 
 #include <cmath>
@@ -12,6 +13,9 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
+
+#include "absl/status/status.h"
+#include "engine/model.h"
 
 #if __has_include(<torch/version.h>)
 #include <torch/version.h>
@@ -56,9 +60,28 @@ R StatusFromException(absl::Status status) {
 }
 }  // namespace internal
 
+// A request's deadline passed or it was cancelled inside a long stage (between vision crops
+// or blocks, between prefill layers): unwinds to RunGuarded, which returns `status`.
+class StopRequested : public std::exception {
+ public:
+  explicit StopRequested(absl::Status status) : status_(std::move(status)) {}
+  const char* what() const noexcept override { return "request stopped"; }
+  const absl::Status& status() const { return status_; }
+
+ private:
+  absl::Status status_;
+};
+
+// Throws StopRequested when ctx says the request must stop (null ctx: never).
+inline void ThrowIfStopped(const RunContext* ctx) {
+  if (ctx == nullptr) return;
+  if (absl::Status alive = ctx->CheckAlive(); !alive.ok()) throw StopRequested(std::move(alive));
+}
+
 // Runs f() (returning absl::Status or absl::StatusOr<T>) and converts any exception into
-// a status: std::bad_alloc (and c10 out-of-memory errors) -> RESOURCE_EXHAUSTED,
-// c10::Error / std::exception -> INTERNAL. The only try/catch of the model code.
+// a status: StopRequested -> its status (CANCELLED, DEADLINE_EXCEEDED), std::bad_alloc (and
+// c10 out-of-memory errors) -> RESOURCE_EXHAUSTED, c10::Error / std::exception -> INTERNAL.
+// The only try/catch of the model code.
 template <typename F>
 auto RunGuarded(F&& f) -> decltype(f()) {
   using R = decltype(f());
@@ -66,6 +89,8 @@ auto RunGuarded(F&& f) -> decltype(f()) {
                 "RunGuarded needs a function returning absl::Status or absl::StatusOr<T>");
   try {
     return f();
+  } catch (const StopRequested& stop) {
+    return internal::StatusFromException<R>(stop.status());
   } catch (const std::bad_alloc& e) {
     return internal::StatusFromException<R>(
         absl::ResourceExhaustedError(std::string("out of memory: ") + e.what()));

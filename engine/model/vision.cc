@@ -100,9 +100,12 @@ at::Tensor VisionEncoder::BlockForward(const Block& block, at::Tensor x) const {
   return x.add_(block.mlp.Forward(block.ln2.Forward(x)));
 }
 
-at::Tensor VisionEncoder::Tower(const at::Tensor& patches) const {
+at::Tensor VisionEncoder::Tower(const at::Tensor& patches, const RunContext* ctx) const {
   at::Tensor x = patch_emb_.Forward(patches).add_(pos_emb_);  // [N, T, D]
-  for (const Block& block : blocks_) x = BlockForward(block, x);
+  for (const Block& block : blocks_) {
+    ThrowIfStopped(ctx);
+    x = BlockForward(block, x);
+  }
   return post_ln_.Forward(x);
 }
 
@@ -123,8 +126,8 @@ void VisionEncoder::StitchCrop(const at::Tensor& local, int64_t index, const Til
       .copy_(local.slice(0, y0, y1).slice(1, x0, x1));
 }
 
-at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
-                                 VisionTaps* taps) const {
+at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype, VisionTaps* taps,
+                                 const RunContext* ctx) const {
   TORCH_CHECK(dtype == pos_emb_.scalar_type(), "vision: activations must use the weights' dtype ",
               pos_emb_.scalar_type());
   TORCH_CHECK(crops.count == crops.tiling.rows * crops.tiling.cols + 1,
@@ -137,7 +140,7 @@ at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
     // Crop by crop: each local crop goes straight into the stitched map (spec §4.3).
     if (taps != nullptr) out = at::empty({n, g * g, d}, pos_emb_.options());
     for (int64_t i = 0; i < n; ++i) {
-      const at::Tensor crop = Tower(Patchify(crops, i, 1, dtype).to(pos_emb_.device()))[0];
+      const at::Tensor crop = Tower(Patchify(crops, i, 1, dtype).to(pos_emb_.device()), ctx)[0];
       if (out.defined()) out[i].copy_(crop);
       if (i == 0) {
         global = crop;
@@ -146,7 +149,7 @@ at::Tensor VisionEncoder::Encode(const Crops& crops, at::ScalarType dtype,
       }
     }
   } else {
-    out = Tower(Patchify(crops, 0, n, dtype).to(pos_emb_.device()));  // [N, g², D]
+    out = Tower(Patchify(crops, 0, n, dtype).to(pos_emb_.device()), ctx);  // [N, g², D]
     global = out[0];
     for (int64_t i = 1; i < n; ++i) {
       StitchCrop(out[i].view({g, g, d}), i - 1, crops.tiling, stitched);

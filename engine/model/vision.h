@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/image/image.h"
+#include "engine/model.h"
 #include "engine/model/layers.h"
 #include "engine/weights/config.h"
 #include "engine/weights/weight_store.h"
@@ -45,7 +46,10 @@ class VisionEncoder {
   // (ExecutionPlan::crop_by_crop_vision); attention through the ATen ops or
   // kernels::SelfAttention (ExecutionPlan::kernel_self_attention).
   // Throws c10::Error on bad input (callers run it under RunGuarded).
-  at::Tensor Encode(const Crops& crops, at::ScalarType dtype, VisionTaps* taps = nullptr) const;
+  // With `ctx`, the request's deadline and cancellation are checked before each crop (or,
+  // batched, before each block): StopRequested (torch_compat.h) unwinds to RunGuarded.
+  at::Tensor Encode(const Crops& crops, at::ScalarType dtype, VisionTaps* taps = nullptr,
+                    const RunContext* ctx = nullptr) const;
 
   // Resident bytes of the weights.
   uint64_t bytes() const;
@@ -63,7 +67,7 @@ class VisionEncoder {
   at::Tensor Patchify(const Crops& crops, int64_t first, int64_t count,
                       at::ScalarType dtype) const;
   // patches [N, grid², patch_dim] -> post_ln output [N, grid², enc_dim] (spec §4.1-§4.2).
-  at::Tensor Tower(const at::Tensor& patches) const;
+  at::Tensor Tower(const at::Tensor& patches, const RunContext* ctx) const;
   // x: [N, T, enc_dim], updated in place and returned (spec §4.2).
   at::Tensor BlockForward(const Block& block, at::Tensor x) const;
   // qkv [N, T, 3·enc_dim] -> attention output [N, T, enc_dim], one crop at a time.

@@ -61,10 +61,28 @@ void LoadReport::WriteJson(const std::string& path) const {
                   {"max_abs_error", num(s.max_abs_error)}, {"clipped_fraction", num(s.clipped_fraction)}};
   j["layers"] = Json::array();
   for (const LayerQuantReport& l : layers) {
-    j["layers"].push_back({{"name", l.name}, {"quantized", l.quantized}, {"parameters", l.parameters},
-                           {"sqnr_db", num(l.stats.sqnr_db)}, {"max_abs_error", num(l.stats.max_abs_error)},
-                           {"rel_frobenius_error", num(l.stats.rel_frobenius_error)},
-                           {"clipped_fraction", num(l.stats.clipped_fraction)}});
+    Json layer = {{"name", l.name}, {"quantized", l.quantized}, {"parameters", l.parameters},
+                  {"sqnr_db", num(l.stats.sqnr_db)}, {"max_abs_error", num(l.stats.max_abs_error)},
+                  {"rel_frobenius_error", num(l.stats.rel_frobenius_error)},
+                  {"clipped_fraction", num(l.stats.clipped_fraction)}};
+    const SmoothingStats& sm = l.smoothing;
+    if (sm.applied || sm.key_spread_before > 0 || sm.value_spread_before > 0) {
+      // Estimated per-channel activation range, max/median, before and after the
+      // method's folded scales (docs/quantization.md, "Outlier channels").
+      Json smoothing = {{"source", sm.source}, {"input_spread_before", num(sm.input_spread_before)},
+                        {"input_spread_after", num(sm.input_spread_after)},
+                        {"scale_min", num(sm.scale_min)}, {"scale_max", num(sm.scale_max)}};
+      if (sm.value_spread_before > 0) {
+        smoothing["value_spread_before"] = num(sm.value_spread_before);
+        smoothing["value_spread_after"] = num(sm.value_spread_after);
+      }
+      if (sm.key_spread_before > 0) {
+        smoothing["key_spread_before"] = num(sm.key_spread_before);
+        smoothing["key_spread_after"] = num(sm.key_spread_after);
+      }
+      layer["smoothing"] = smoothing;
+    }
+    j["layers"].push_back(layer);
   }
   std::ofstream out(path);
   out << j.dump(1) << "\n";

@@ -98,6 +98,11 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string
   store->options_ = std::move(options);
   store->state_ = std::make_unique<State>();
   store->state_->done.assign(store->file_->tensors().size(), false);
+  if (store->options_.precision == Precision::kINT8 && store->options_.int8_smoothing) {
+    SmoothingOptions smoothing;
+    smoothing.text_heads = store->options_.text_heads;
+    store->state_->smoothing = std::make_unique<SmoothingPlan>(store->file_.get(), smoothing);
+  }
   return store;
 }
 
@@ -142,6 +147,11 @@ at::Tensor WeightStore::Convert(const TensorView& view) const {
   return SourceView(view).to(device_, ComputeDtype(options_.precision), /*non_blocking=*/false, /*copy=*/true);
 }
 
+absl::StatusOr<const TensorScaling*> WeightStore::Scaling(const std::string& name) const {
+  if (!state_->smoothing) return nullptr;
+  return state_->smoothing->For(name);
+}
+
 bool WeightStore::QuantizeName(const std::string& name) const {
   if (options_.precision != Precision::kINT8) return false;
   for (const std::string& glob : options_.int8_skip) {
@@ -184,8 +194,11 @@ absl::StatusOr<at::Tensor> WeightStore::Scope::Tensor(std::string_view name, std
   const std::string full = absl::StrCat(path_, ".", std::string(name));
   auto view = store_->Take(full, shape);
   if (!view.ok()) return view.status();
+  auto scaling = store_->Scaling(full);
+  if (!scaling.ok()) return scaling.status();
   try {
     at::Tensor t = store_->Convert(**view);
+    if (*scaling != nullptr) t = ApplyScaling(t, **scaling);
     store_->Done(**view);
     store_->Account(StripModel(full), t.numel(), t.nbytes(), false);
     return t;
@@ -200,17 +213,33 @@ absl::StatusOr<quant::Linear> WeightStore::Scope::Linear(std::string_view name, 
   if (!w.ok()) return w.status();
   auto b = store_->Take(full + ".bias", {out});
   if (!b.ok()) return b.status();
+  auto w_scaling = store_->Scaling(full + ".weight");
+  if (!w_scaling.ok()) return w_scaling.status();
+  auto b_scaling = store_->Scaling(full + ".bias");
+  if (!b_scaling.ok()) return b_scaling.status();
   try {
-    LayerQuantReport layer{label, {}, store_->QuantizeName(label), static_cast<uint64_t>(out * in)};
+    LayerQuantReport layer{label, {}, store_->QuantizeName(label), static_cast<uint64_t>(out * in), {}};
+    if (store_->state_->smoothing) {
+      if (const SmoothingStats* st = store_->state_->smoothing->StatsFor(label)) layer.smoothing = *st;
+    }
     quant::Linear linear;
+    at::Tensor bias = store_->Convert(**b);
+    if (*b_scaling != nullptr) bias = ApplyScaling(bias, **b_scaling);
     if (layer.quantized) {
-      auto m = store_->QuantizeRows(**w, label, &layer.stats);
+      absl::StatusOr<quant::Int8Matrix> m;
+      if (*w_scaling != nullptr) {
+        m = QuantizeScaled(SourceView(**w), **w_scaling, label, &layer.stats);
+        if (m.ok() && store_->device_.is_cuda()) m = quant::Int8Matrix{m->q.to(store_->device_), m->scale.to(store_->device_)};
+      } else {
+        m = store_->QuantizeRows(**w, label, &layer.stats);
+      }
       if (!m.ok()) return m.status();
       store_->Done(**w);  // drop the source pages before Linear::Int8 packs (its own transient)
-      at::Tensor bias = SourceView(**b).to(store_->device_, at::kFloat, false, true);
-      linear = quant::Linear::Int8(std::move(*m), bias, store_->options_.kernels);
+      linear = quant::Linear::Int8(std::move(*m), bias.to(at::kFloat), store_->options_.kernels);
     } else {
-      linear = quant::Linear::Dense(store_->Convert(**w), store_->Convert(**b));
+      at::Tensor weight = store_->Convert(**w);
+      if (*w_scaling != nullptr) weight = ApplyScaling(weight, **w_scaling);
+      linear = quant::Linear::Dense(weight, bias, store_->options_.kernels);
       store_->Done(**w);
     }
     store_->Done(**b);
@@ -232,7 +261,7 @@ absl::StatusOr<quant::Embedding> WeightStore::Scope::Embedding(std::string_view 
   auto view = store_->Take(full, {rows, dim});
   if (!view.ok()) return view.status();
   try {
-    LayerQuantReport layer{label, {}, store_->QuantizeName(label), static_cast<uint64_t>(rows * dim)};
+    LayerQuantReport layer{label, {}, store_->QuantizeName(label), static_cast<uint64_t>(rows * dim), {}};
     quant::Embedding table;
     if (layer.quantized) {
       auto m = store_->QuantizeRows(**view, label, &layer.stats);

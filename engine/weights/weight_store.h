@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "engine/api.h"
 #include "engine/weights/safetensors.h"
+#include "engine/weights/smoothing.h"
 #include "quantization/linear.h"
 
 namespace moondream {
@@ -40,8 +41,14 @@ struct WeightStoreOptions {
   // INT8 only: linears whose path (without "model.") matches one of these fnmatch globs
   // stay in the compute dtype, e.g. "text.lm_head", "vision.blocks.*".
   std::vector<std::string> int8_skip;
-  // CPU INT8 linears run on these kernels (null: kernels::DefaultKernels()).
+  // CPU INT8 linears, and the decode GEMV of CPU bf16/fp32 ones, run on these kernels
+  // (null: kernels::DefaultKernels()).
   const kernels::KernelSet* kernels = nullptr;
+  // INT8 only: fold calibration-free per-channel smoothing scales into the LayerNorms and
+  // linears before quantizing (engine/weights/smoothing.h; --int8-smoothing). FP32, BF16
+  // and FP16 never smooth (they load bit-identically either way).
+  bool int8_smoothing = true;
+  int text_heads = 0;  // text attention heads (key/query balancing of the int8 KV cache)
 };
 
 struct LayerQuantReport {
@@ -49,6 +56,7 @@ struct LayerQuantReport {
   quant::QuantStats stats;  // zero when not quantized
   bool quantized = false;
   uint64_t parameters = 0;  // weight elements (bias excluded)
+  SmoothingStats smoothing;  // what INT8 smoothing did to this layer's input (applied=false: nothing)
 };
 
 struct LoadReport {
@@ -102,6 +110,7 @@ class WeightStore {
     size_t converted = 0;
     size_t next_progress = 1;  // next decile to log
     LoadReport report;
+    std::unique_ptr<SmoothingPlan> smoothing;  // INT8 with int8_smoothing only
   };
   WeightStore() = default;
   // Looks up path "model.<...>" with exactly `shape`, not converted before.
@@ -112,6 +121,8 @@ class WeightStore {
   bool QuantizeName(const std::string& name) const;  // INT8 and not matched by int8_skip
   absl::StatusOr<quant::Int8Matrix> QuantizeRows(const TensorView& view, const std::string& name,
                                                  quant::QuantStats* stats) const;
+  // The smoothing multipliers of tensor `name` (null: none, or smoothing off).
+  absl::StatusOr<const TensorScaling*> Scaling(const std::string& name) const;
   void Account(const std::string& name, uint64_t parameters, uint64_t bytes, bool quantized) const;
 
   std::unique_ptr<SafetensorsFile> file_;

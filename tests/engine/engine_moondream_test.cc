@@ -37,6 +37,28 @@ TEST(EngineMoondreamTest, MissingModelDirFailsNamingIt) {
       << engine.status();
 }
 
+// A request that cannot fit the context is refused at Submit, before any work (on_done is
+// never called), naming the numbers; one that fits is accepted.
+TEST(EngineMoondreamTest, RequestsThatCannotFitTheContextAreRefusedAtSubmit) {
+  EngineOptions options;
+  options.model_dir = kCheckpoint;
+  options.variants = {"int8"};
+  auto engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  Request request = CaptionRequest(FixtureImage("img4_64x48.png"));
+  request.model = "moondream2-int8";
+  request.settings.max_tokens = 2000;  // 730 image positions + 2000 > 2048
+  bool called = false;
+  const absl::Status status =
+      (*engine)->Submit(request, Callbacks{nullptr, [&](absl::StatusOr<Result>) { called = true; }});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("settings.max_tokens 2000"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("2048-position context"), std::string::npos) << status;
+  EXPECT_FALSE(called);
+  request.settings.max_tokens = 4;
+  EXPECT_TRUE(RunSync(**engine, request).ok());
+}
+
 TEST(EngineMoondreamTest, VariantsHandlesAndGoldenTokens) {
   EngineOptions options;
   options.model_dir = kCheckpoint;

@@ -127,6 +127,24 @@ TEST(EngineTest, UnknownModelIsNotFoundListingLoadedModels) {
   EXPECT_NE(status.message().find("loaded: test"), std::string::npos);
 }
 
+// A client's model name is quoted into the error (and so into logs) cut to 64 bytes at a
+// character boundary, control characters replaced: no unbounded echo.
+TEST(EngineTest, UnknownModelNameIsQuotedBounded) {
+  auto engine = MakeTestEngine();
+  const std::string name = "x\n" + std::string(9990, 'a') + "\xc3\xa9";
+  absl::StatusOr<ModelInfo> info = engine->GetModel(name);
+  ASSERT_EQ(info.status().code(), absl::StatusCode::kNotFound);
+  const std::string message(info.status().message());
+  EXPECT_LT(message.size(), 200u) << message;
+  EXPECT_NE(message.find("\"x?aaa"), std::string::npos) << message;
+  EXPECT_NE(message.find("(cut, 9994 bytes)"), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos);
+  Request request = CaptionRequest(FixtureImage("img4_64x48.png"));
+  request.model = name;
+  const absl::Status status = engine->Submit(request, Callbacks{nullptr, [](absl::StatusOr<Result>) {}});
+  EXPECT_EQ(status.message(), info.status().message());
+}
+
 TEST(EngineTest, BadImagesFailWithInvalidArgument) {
   auto engine = MakeTestEngine();
   const std::string png = FixtureImage("img1_640x480.png");

@@ -118,6 +118,18 @@ TEST_F(GenerateTest, CancelledBeforeStartRunsNothing) {
   EXPECT_EQ(Run(detect, ctx).status().code(), absl::StatusCode::kCancelled);
 }
 
+// The 730-position image prefill checks the request between layers: a cancelled request
+// stops inside it with CANCELLED instead of filling the cache.
+TEST_F(GenerateTest, ImagePrefillStopsWhenCancelled) {
+  CancelFlag cancel(true);
+  RunContext ctx;
+  ctx.cancel = &cancel;
+  InferenceModeGuard guard;
+  const auto prefix = RunGuarded(
+      [&] { return PrefillImage(lm(), tensors_->at("image_embeds"), nullptr, &ctx); });
+  EXPECT_EQ(prefix.status().code(), absl::StatusCode::kCancelled) << prefix.status();
+}
+
 TEST_F(GenerateTest, PastDeadlineIsDeadlineExceeded) {
   RunContext ctx;
   ctx.deadline = Clock::now() - std::chrono::seconds(1);

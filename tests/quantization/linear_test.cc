@@ -1,6 +1,10 @@
 // Linear (dense + INT8 kernel) and Embedding against independent references.
+#include <cmath>
 #include <cstdlib>
+#include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -165,6 +169,75 @@ TEST(DenseLinear, EqualsAtLinear) {
     const at::Tensor x = at::randn({4, 7, 33}).to(dtype);
     EXPECT_TRUE(at::equal(Linear::Dense(w, b).Forward(x), at::linear(x, w, b)));
     EXPECT_TRUE(at::equal(Linear::Dense(w, at::Tensor()).Forward(x), at::linear(x, w)));
+  }
+}
+
+// Decode (one row) on CPU bf16/fp32 weights runs the kernel layer's GEMV, not at::linear:
+// both are fp32 sums of the same exact products in different orders, so they differ by at
+// most ~2 * k * 2^-24 * sum|w x| (the textbook bound of an fp32 sum of k terms, for each).
+// bf16: both results are then rounded to bf16 (at::linear may also round its product before
+// adding the bias), so they may land up to 2 bf16 ulps apart: 2^-7 * (|y| + |bias|).
+// The shapes: the text decoder's projection and fc2, plus odd tails.
+TEST(DenseLinear, DecodeGemvMatchesAtLinear) {
+  at::manual_seed(11);
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{
+             {2048, 2048}, {2048, 8192}, {51, 33}, {7, 1}, {130, 17}}) {
+      const at::Tensor w = (at::randn({out, in}) * 0.05).to(dtype);
+      const at::Tensor b = at::randn({out}).to(dtype);
+      for (const at::Tensor& x : {at::randn({1, in}).to(dtype), at::randn({in}).to(dtype),
+                                  at::randn({1, 1, in}).to(dtype)}) {
+        for (const bool bias : {true, false}) {
+          const Linear lin = Linear::Dense(w, bias ? b : at::Tensor());
+          const at::Tensor y = lin.Forward(x);
+          const at::Tensor want = at::linear(x, w, bias ? b : at::Tensor());
+          ASSERT_EQ(y.sizes(), want.sizes());
+          ASSERT_EQ(y.scalar_type(), dtype);
+          const at::Tensor mag = at::linear(x.abs().to(at::kDouble), w.abs().to(at::kDouble));
+          at::Tensor tol = mag * (2.0 * in * std::ldexp(1.0, -24)) + 1e-30;
+          if (dtype == at::kBFloat16) {
+            tol = tol + (want.abs().to(at::kDouble) + (bias ? b.abs().to(at::kDouble) : at::zeros_like(mag))) *
+                            std::ldexp(1.0, -7);
+          }
+          const at::Tensor err = (y.to(at::kDouble) - want.to(at::kDouble)).abs();
+          EXPECT_TRUE((err <= tol).all().item<bool>())
+              << at::toString(dtype) << " " << out << "x" << in << " bias " << bias
+              << " worst excess " << (err - tol).max().item<double>();
+        }
+      }
+      // fp32 x on bf16 weights: rounded to bf16 first, as at::linear(x.to(bf16)) does.
+      if (dtype == at::kBFloat16) {
+        const at::Tensor x = at::randn({1, in});
+        const Linear lin = Linear::Dense(w, b);
+        const at::Tensor y = lin.Forward(x);
+        EXPECT_EQ(y.scalar_type(), at::kFloat);
+        EXPECT_TRUE(at::equal(y, lin.Forward(x.to(at::kBFloat16)).to(at::kFloat)));
+      }
+    }
+  }
+}
+
+// The decode GEMV is the kernel layer's: every ISA this CPU runs gives the scalar
+// reference's bits, and several rows still go through at::linear exactly.
+TEST(DenseLinear, DecodeEveryIsaMatchesTheScalarReference) {
+  at::manual_seed(12);
+  std::string error;
+  const kernels::KernelSet* scalar = kernels::ResolveKernels("scalar", &error);
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor w = at::randn({301, 1037}).to(dtype);
+    const at::Tensor b = at::randn({301}).to(dtype);
+    const at::Tensor x = at::randn({1, 1037}).to(dtype);
+    const at::Tensor want = Linear::Dense(w, b, scalar).Forward(x);
+    for (const kernels::KernelSet* ks : kernels::AllKernelSets()) {
+      if (!ks->runs(kernels::HostCpu())) continue;
+      const Linear lin = Linear::Dense(w, b, ks);
+      EXPECT_TRUE(at::equal(lin.Forward(x), want)) << ks->name << " " << at::toString(dtype);
+      EXPECT_TRUE(at::equal(lin.Forward(x, Activation::kGeluTanh),
+                            at::gelu(want.to(at::kFloat), "tanh").to(dtype)))
+          << ks->name;
+      const at::Tensor x2 = at::randn({2, 1037}).to(dtype);
+      EXPECT_TRUE(at::equal(lin.Forward(x2), at::linear(x2, w, b))) << ks->name;
+    }
   }
 }
 

@@ -148,6 +148,21 @@ TEST(ReflectionTest, GrpcReflectToolListsDescribesAndCalls) {
   EXPECT_NE(out.find("Message: unknown model \"nope\""), std::string::npos) << out;
 }
 
+// --reflection=false: reflection answers UNIMPLEMENTED, health and the API still work.
+TEST(ReflectionTest, FlagTurnsReflectionOff) {
+  ServerProcess server({"--reflection=false"});
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  const std::string tool = std::string(MOONDREAM_SOURCE_DIR) + "/tools/grpc-reflect/grpc-reflect -plaintext " +
+                           server.address() + " ";
+  std::string out;
+  EXPECT_NE(RunCommand(tool + "list", "", &out), 0) << out;
+  EXPECT_NE(out.find("UNIMPLEMENTED"), std::string::npos) << out;
+  v1::GetModelRequest request;
+  v1::ModelInfo info;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(server.Stub()->GetModel(&ctx, request, &info).ok());
+}
+
 TEST(ConfigTest, EnvironmentSetsFlagsAndTheCommandLineWins) {
   ServerProcess server({"--max-concurrency=2"},
                        {"MOONDREAM_MAX_QUEUE=3", "MOONDREAM_DRAIN_GRACE=7s", "MOONDREAM_MAX_CONCURRENCY=4"});

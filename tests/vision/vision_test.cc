@@ -173,6 +173,32 @@ TEST(VisionEncoder, RejectsMismatchedInputs) {
   EXPECT_FALSE(short_pixels.ok());
 }
 
+// A request cancelled or past its deadline stops inside the encoder (checked before each
+// crop in the INT8 plan, before each block in the batched FP plan), unwinding to RunGuarded
+// with the request's status instead of finishing the tower.
+TEST(VisionEncoder, StopsWhenTheRequestIsCancelledOrPastItsDeadline) {
+  const GoldenSet set = AllGoldenSets()[0];
+  for (Precision precision : {Precision::kFP32, Precision::kINT8}) {
+    const LoadedVision& v = Vision(set.ckpt_dir, precision);
+    const Crops crops = CropsOf(set, "img0_378x378", v.vision->config());
+    CancelFlag cancelled(true);
+    RunContext ctx;
+    ctx.cancel = &cancelled;
+    const absl::Status stopped = RunGuarded([&]() -> absl::Status {
+      v.vision->Encode(crops, v.dtype, nullptr, &ctx);
+      return absl::OkStatus();
+    });
+    EXPECT_EQ(stopped.code(), absl::StatusCode::kCancelled) << stopped;
+    RunContext late;
+    late.deadline = Clock::now() - std::chrono::milliseconds(1);
+    const absl::Status expired = RunGuarded([&]() -> absl::Status {
+      v.vision->Encode(crops, v.dtype, nullptr, &late);
+      return absl::OkStatus();
+    });
+    EXPECT_EQ(expired.code(), absl::StatusCode::kDeadlineExceeded) << expired;
+  }
+}
+
 TEST(VisionEncoder, LoadChecksShapesAgainstTheConfig) {
   const GoldenSet set = AllGoldenSets()[1];  // public-b: enc_dim 32
   auto store = WeightStore::Open(set.ckpt_dir + "/model.safetensors", WeightStoreOptions{});

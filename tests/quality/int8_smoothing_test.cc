@@ -1,0 +1,201 @@
+// INT8 on function-preserving outlier checkpoints (issue 12). At test time the generator
+// (tools/make-synthetic-checkpoint --outliers) writes tiny public-a-sized checkpoints into
+// the build dir: the unstressed one (tensors equal to fixture public-a) and one per stress
+// (LayerNorm gain+bias, attention values, keys, queries, x100 each, and all combined).
+//  - FunctionPreserved: FP32 of every stressed checkpoint equals FP32 of the unstressed
+//    one up to the fp16 rounding of the rescaled weights.
+//  - SmoothedInt8: INT8 (smoothing on, the default) vs FP32 of the same stressed checkpoint
+//    holds the fixture thresholds of int8_quality_test (public-a's).
+//  - BreakIt: with --int8-smoothing=off the LN and value stresses fail those thresholds
+//    (the method, not luck, keeps INT8 faithful). Keys/queries x100 do not break this tiny
+//    model measurably (docs/quantization-quality.md), so there the test only prints.
+//  - Report: the per-layer quantization report shows the spread moved.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "bench/quality/quality_compare.h"
+#include "engine/model/moondream.h"
+#include "tests/model/golden.h"
+
+namespace moondream::testing {
+namespace {
+
+using quality::ImageStats;
+
+struct Stress {
+  const char* name;
+  const char* spec;  // --outliers ("" = unstressed)
+  bool breaks;       // INT8 without smoothing fails the thresholds
+};
+const Stress kStresses[] = {
+    {"none", "", false},          {"ln100", "ln:100", true},  {"v100", "v:100", true},
+    {"k100", "k:100", false},     {"q100", "q:100", false},
+    {"all100", "ln:100,v:100,k:100", true},
+};
+
+// public-a's thresholds (int8_quality_test.cc explains and measures them).
+struct Thresholds {
+  double min_embed_cosine = 0.995, min_row_cosine = 0.99, max_kl0 = 0.03, max_kl_mean = 0.03;
+  double min_agreement = 0.85;
+};
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+std::string CheckpointDir(const Stress& s) {
+  const std::string dir = std::string(MOONDREAM_STRESS_DIR) + "/" + s.name;
+  std::ifstream probe(dir + "/model.safetensors");
+  if (!probe) {
+    std::string cmd = std::string(MOONDREAM_GENERATOR) + " --size tiny --quiet --out " + dir;
+    if (*s.spec) cmd += std::string(" --outliers ") + s.spec;
+    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("failed: " + cmd);
+  }
+  return dir;
+}
+
+// Loaded once per (checkpoint, variant); variant: fp32, int8 (smoothing on), int8-off.
+const Moondream& Model(const Stress& s, const std::string& variant) {
+  static std::map<std::string, std::unique_ptr<Moondream>> models;
+  const std::string key = std::string(s.name) + "/" + variant;
+  auto it = models.find(key);
+  if (it != models.end()) return *it->second;
+  MoondreamOptions options;
+  options.model_dir = CheckpointDir(s);
+  options.precision = variant == "fp32" ? "fp32" : "int8";
+  options.int8_smoothing = variant != "int8-off";
+  if (variant == "int8") {
+    options.quant_report_json = std::string(MOONDREAM_STRESS_DIR) + "/" + s.name + ".report.json";
+  }
+  auto model = Moondream::Load(options);
+  if (!model.ok()) throw std::runtime_error(model.status().ToString());
+  return *models.emplace(key, std::move(*model)).first->second;
+}
+
+// img0: one global crop + one tile; img1 640x480: several tiles (stitching, pooling).
+std::vector<std::pair<std::string, std::string>> Images() {
+  const std::string dir = FixturesDir() + "/images/";
+  return {{"img0_378x378", dir + "img0_378x378.png"}, {"img1_640x480", dir + "img1_640x480.png"}};
+}
+
+struct Summary {
+  double min_cosine = 1, min_row_cosine = 1, max_kl0 = 0, max_kl_mean = 0;
+  int agree = 0, steps = 0;
+  double agreement() const { return steps ? static_cast<double>(agree) / steps : 0; }
+  bool Within(const Thresholds& t) const {
+    return min_cosine >= t.min_embed_cosine && min_row_cosine >= t.min_row_cosine &&
+           max_kl0 <= t.max_kl0 && max_kl_mean <= t.max_kl_mean && agreement() >= t.min_agreement;
+  }
+};
+
+Summary Compare(const Moondream& reference, const Moondream& candidate, const std::string& title) {
+  quality::CompareOptions options;
+  options.max_tokens = 12;
+  options.max_objects = 2;
+  Summary sum;
+  std::vector<ImageStats> rows;
+  for (const auto& [name, file] : Images()) {
+    auto stats = quality::CompareImage(reference, candidate, name, ReadBytes(file), options);
+    if (!stats.ok()) throw std::runtime_error(stats.status().ToString());
+    sum.min_cosine = std::min(sum.min_cosine, stats->embed_cosine);
+    sum.min_row_cosine = std::min(sum.min_row_cosine, stats->embed_min_row_cosine);
+    for (const auto& t : stats->text) {
+      sum.max_kl0 = std::max(sum.max_kl0, t.kl0);
+      sum.max_kl_mean = std::max(sum.max_kl_mean, t.kl_mean);
+      sum.agree += t.agree;
+      sum.steps += t.steps;
+    }
+    rows.push_back(std::move(*stats));
+  }
+  std::printf("%s", quality::FormatTable(title, rows).c_str());
+  std::printf("%s: cosine %.5f, worst row %.5f, KL0 max %.2e, KL mean max %.2e, agreement %d/%d\n",
+              title.c_str(), sum.min_cosine, sum.min_row_cosine, sum.max_kl0, sum.max_kl_mean,
+              sum.agree, sum.steps);
+  return sum;
+}
+
+class Int8Smoothing : public ::testing::TestWithParam<Stress> {};
+
+TEST_P(Int8Smoothing, FunctionPreserved) {
+  const Stress& s = GetParam();
+  if (!*s.spec) GTEST_SKIP() << "unstressed";
+  // fp16 rounding of the rescaled gains and weights (relative 2^-11 each) moves the FP32
+  // outputs by ~1e-4 relative; a broken stress (e.g. a scaled column without its gain)
+  // gives cosines far below 0.999.
+  const Summary sum = Compare(Model(kStresses[0], "fp32"), Model(s, "fp32"),
+                              std::string("fp32 none vs fp32 ") + s.name);
+  EXPECT_GE(sum.min_cosine, 0.9999);
+  EXPECT_GE(sum.min_row_cosine, 0.999);
+  EXPECT_LE(sum.max_kl0, 1e-3);
+  EXPECT_LE(sum.max_kl_mean, 1e-3);
+}
+
+TEST_P(Int8Smoothing, SmoothedInt8WithinThresholds) {
+  const Stress& s = GetParam();
+  const Summary sum = Compare(Model(s, "fp32"), Model(s, "int8"), std::string("int8 ") + s.name);
+  const Thresholds t;
+  EXPECT_GE(sum.min_cosine, t.min_embed_cosine);
+  EXPECT_GE(sum.min_row_cosine, t.min_row_cosine);
+  EXPECT_LE(sum.max_kl0, t.max_kl0);
+  EXPECT_LE(sum.max_kl_mean, t.max_kl_mean);
+  EXPECT_GE(sum.agreement(), t.min_agreement);
+}
+
+TEST_P(Int8Smoothing, BreakIt) {
+  const Stress& s = GetParam();
+  const Summary sum =
+      Compare(Model(s, "fp32"), Model(s, "int8-off"), std::string("int8 smoothing off ") + s.name);
+  if (s.breaks) {
+    EXPECT_FALSE(sum.Within(Thresholds{})) << "the stress no longer breaks unsmoothed INT8";
+  } else if (!*s.spec) {
+    EXPECT_TRUE(sum.Within(Thresholds{}));  // unstressed: fine either way
+  }
+}
+
+TEST(Int8SmoothingReport, ShowsTheMovedRange) {
+  const Stress& s = kStresses[5];  // all100
+  Model(s, "int8");
+  const nlohmann::json j = ReadJson(std::string(MOONDREAM_STRESS_DIR) + "/" + s.name + ".report.json");
+  std::map<std::string, nlohmann::json> layers;
+  for (const auto& l : j["layers"]) layers[l["name"].get<std::string>()] = l;
+  for (const char* name : {"vision.blocks.0.attn.qkv", "vision.blocks.0.mlp.fc1", "vision.proj_mlp.fc1",
+                           "text.blocks.1.attn.qkv", "text.blocks.1.mlp.fc1", "text.lm_head",
+                           "text.blocks.1.attn.proj", "vision.blocks.3.attn.proj"}) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(layers.count(name));
+    const nlohmann::json& sm = layers[name]["smoothing"];
+    ASSERT_TRUE(sm.is_object());
+    std::printf("%-28s %-28s spread %.1f -> %.2f, scales %.3g..%.3g\n", name,
+                sm["source"].get<std::string>().c_str(), sm["input_spread_before"].get<double>(),
+                sm["input_spread_after"].get<double>(), sm["scale_min"].get<double>(),
+                sm["scale_max"].get<double>());
+    EXPECT_GT(sm["input_spread_before"].get<double>(), 30.0);  // the x100 channels show
+    EXPECT_LT(sm["input_spread_after"].get<double>(), 5.0);    // and are gone
+  }
+  const nlohmann::json& qkv = layers["text.blocks.1.attn.qkv"]["smoothing"];
+  std::printf("text.blocks.1 KV cache rows: key spread %.1f -> %.2f, value spread %.1f -> %.2f\n",
+              qkv["key_spread_before"].get<double>(), qkv["key_spread_after"].get<double>(),
+              qkv["value_spread_before"].get<double>(), qkv["value_spread_after"].get<double>());
+  EXPECT_GT(qkv["key_spread_before"].get<double>(), 30.0);
+  EXPECT_LT(qkv["key_spread_after"].get<double>(), 5.0);
+  EXPECT_GT(qkv["value_spread_before"].get<double>(), 30.0);
+  EXPECT_LT(qkv["value_spread_after"].get<double>(), 5.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, Int8Smoothing, ::testing::ValuesIn(kStresses),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace moondream::testing
