@@ -1,10 +1,11 @@
 #include "server/grpc_server.h"
 
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <dlfcn.h>
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
 #include <limits>
+#include <string>
 
 #include "absl/status/status.h"
 #include "grpc/health/v1/health.pb.h"
@@ -39,9 +40,13 @@ absl::StatusOr<StartedServer> StartGrpcServer(const ServerOptions& options, grpc
   // health.proto lets reflection resolve grpc.health.v1.Health.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
-  // The plugin is process-wide: once initialised, every server built after it serves
-  // reflection, so it is initialised only when asked for.
-  if (options.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // libgrpc++_reflection adds its plugin to every ServerBuilder from a static initializer
+  // when it is loaded: the server does not link it, and loads it only when asked for.
+  if (options.reflection &&
+      dlopen(MOONDREAM_GRPC_REFLECTION_LIB, RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    return absl::UnavailableError(std::string("--reflection: cannot load " MOONDREAM_GRPC_REFLECTION_LIB ": ") +
+                                  dlerror());
+  }
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);

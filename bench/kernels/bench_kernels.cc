@@ -2,7 +2,8 @@
 // (m = 729, compute-bound) and GEMV GB/s of packed weights (m = 1, memory-bound) on the
 // text shapes, against the read-bandwidth probe of bench/common/bandwidth.h (all threads, a
 // buffer >= 8x the LLC, best full pass; a GEMV above it is flagged). GEMV weights rotate
-// through --mib of copies (default 1024), so they stream from memory as in decode. Threads: OMP_NUM_THREADS.
+// through --mib of copies (default: the probe's buffer, >= 8x the LLC), so they stream from
+// memory as in decode. Threads: OMP_NUM_THREADS.
 #include <omp.h>
 
 #include <algorithm>
@@ -117,7 +118,7 @@ struct DenseLayer {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int64_t mib = 1024;
+  int64_t mib = 0;  // 0: the probe's buffer size
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--mib=", 6) == 0) mib = std::atoll(argv[i] + 6);
   }
@@ -127,6 +128,7 @@ int main(int argc, char** argv) {
   }
   const moondream::bench::BandwidthProbe probe = moondream::bench::ProbeReadBandwidth();
   const double bw = probe.gbs;
+  if (mib <= 0) mib = static_cast<int64_t>(probe.buffer_bytes >> 20);
   std::printf("threads %d, read bandwidth %s\nGEMV weights cycle through %lld MiB of copies; (%%) = of the probe\n\n",
               omp_get_max_threads(), moondream::bench::Describe(probe).c_str(), static_cast<long long>(mib));
 

@@ -68,7 +68,8 @@ at::Tensor ForcedLogits(const Language& lm, const KvCache& prefix,
 
 absl::StatusOr<TextStats> CompareText(const Moondream& fp32, const Moondream& int8,
                                       const Encoded& a, const Encoded& b,
-                                      const Request& request, std::string task, int n) {
+                                      const Request& request, std::string task, int n,
+                                      double decided_margin) {
   MD_ASSIGN_OR_RETURN(const std::vector<int32_t> prompt, BuildPrompt(fp32.language(), request));
   std::vector<int32_t> tokens;
   const at::Tensor p = GreedyLogits(fp32.language(), a.image->prefix(), prompt, n, &tokens);
@@ -84,6 +85,11 @@ absl::StatusOr<TextStats> CompareText(const Moondream& fp32, const Moondream& in
     const bool same = Argmax(p[i]) == Argmax(q[i]);
     if (i == 0) s.top1_0 = same;
     s.agree += same ? 1 : 0;
+    const at::Tensor best2 = std::get<0>(p[i].topk(2));
+    if ((best2[0] - best2[1]).item<double>() > decided_margin) {
+      ++s.decided;
+      s.decided_agree += same ? 1 : 0;
+    }
     s.kl_mean += kl / n;
     s.kl_max = std::max(s.kl_max, kl);
   }
@@ -170,7 +176,8 @@ absl::StatusOr<ImageStats> CompareImage(const Moondream& fp32, const Moondream& 
       request.task = t.task;
       request.caption_length = t.length;
       MD_ASSIGN_OR_RETURN(TextStats ts,
-                          CompareText(fp32, int8, a, b, request, t.name, options.max_tokens));
+                          CompareText(fp32, int8, a, b, request, t.name, options.max_tokens,
+                                      options.decided_margin));
       s.text.push_back(std::move(ts));
     }
     request.text = "cat";
@@ -187,17 +194,17 @@ absl::StatusOr<ImageStats> CompareImage(const Moondream& fp32, const Moondream& 
 std::string FormatTable(const std::string& title, const std::vector<ImageStats>& rows) {
   std::string out = "== INT8 vs FP32: " + title + " ==\n";
   char line[256];
-  std::snprintf(line, sizeof(line), "%-28s %-8s %9s %9s %10s %5s %8s %6s %10s %10s\n",
+  std::snprintf(line, sizeof(line), "%-28s %-8s %9s %9s %10s %5s %8s %6s %10s %10s %7s\n",
                 "image", "embedcos", "minrowcos", "task", "KL0", "top1", "margin0",
-                "agree", "KLmean", "KLmax");
+                "agree", "KLmean", "KLmax", "decided");
   out += line;
   for (const ImageStats& r : rows) {
     for (const TextStats& t : r.text) {
       std::snprintf(line, sizeof(line),
-                    "%-28s %8.6f %9.6f %9s %10.3e %5s %8.4f %3d/%-2d %10.3e %10.3e\n",
+                    "%-28s %8.6f %9.6f %9s %10.3e %5s %8.4f %3d/%-2d %10.3e %10.3e %3d/%-3d\n",
                     r.image.c_str(), r.embed_cosine, r.embed_min_row_cosine,
                     t.task.substr(0, 9).c_str(), t.kl0, t.top1_0 ? "yes" : "NO", t.margin0,
-                    t.agree, t.steps, t.kl_mean, t.kl_max);
+                    t.agree, t.steps, t.kl_mean, t.kl_max, t.decided_agree, t.decided);
       out += line;
     }
     for (const RegionStats& g : r.regions) {

@@ -31,6 +31,8 @@ struct TextStats {
   double margin0 = 0;     // FP32 step-0 top1 - top2 (how close the decision was)
   int steps = 0;          // teacher-forced steps compared (= max_tokens)
   int agree = 0;          // steps whose argmax agrees
+  int decided = 0;        // steps whose FP32 top1 - top2 margin > CompareOptions::decided_margin
+  int decided_agree = 0;  // of those, steps whose argmax agrees (near-ties excluded)
   double kl_mean = 0;     // mean KL over the steps
   double kl_max = 0;
 };
@@ -57,6 +59,9 @@ struct ImageStats {
 struct CompareOptions {
   int max_tokens = 20;
   int max_objects = 20;
+  // Teacher-forced steps count as "decided" when FP32's top1 - top2 logit margin exceeds
+  // this: a correct INT8 path flips only near-ties (margins <= 0.18 on the fixtures).
+  double decided_margin = 0.3;
 };
 
 // Runs both models on the encoded image bytes.

@@ -1,4 +1,6 @@
-// bench_quant: fp32 at::linear vs bf16 at::linear vs INT8 Linear, same run, same threads.
+// bench_quant: fp32 vs bf16 vs INT8 Linear, same run, same threads (fp32/bf16: at::linear,
+// except decode's single row, which Linear::Dense runs on the kernel layer's GEMV; the
+// closing table puts that GEMV beside at::linear; `bench_quant gemv` prints only that table).
 // Prefill/vision at M=729 (compute-bound) and decode at M=1 (memory-bound, weights cycled
 // through enough copies to defeat the L3 so every call streams from DRAM), plus the
 // machine's read bandwidth measured in the same process as the decode roofline.

@@ -584,10 +584,12 @@ void PrintSpeedUps(const Report& rep) {
               rep.bw);
   std::printf("speed-up = other / int8, medians (min/min in the JSON)\n\n"
               "| int8 ISA | vision vs fp32 | vision vs bf16 | prefill vs fp32 | prefill vs bf16 | decode vs fp32 "
-              "| decode vs bf16 | decode GB/s | decode % of probe |\n|---|---|---|---|---|---|---|---|---|\n");
-  for (const auto& [key, rows] : rep.ratios) {
-    const Decode& d = rep.decode.at(key);
-    std::printf("| %s |", rep.find(key)->isa.c_str());
+              "| decode vs bf16 | decode GB/s | decode %% of probe |\n|---|---|---|---|---|---|---|---|---|\n");
+  for (const PrecisionResult& r : rep.results) {
+    if (!rep.ratios.count(r.key)) continue;
+    const auto& rows = rep.ratios.at(r.key);
+    const Decode& d = rep.decode.at(r.key);
+    std::printf("| %s |", r.isa.c_str());
     for (const char* row : {"vision_ms_per_crop", "image_prefill_ms", "decode_ms_per_token"})
       std::printf(" %s | %s |", RatioCell(rows.at(row).first).c_str(), RatioCell(rows.at(row).second).c_str());
     std::printf(" %s | %s%s |\n", Fmt("%.1f", d.achieved_gbs).c_str(), Fmt("%.1f%%", 100 * d.fraction_median).c_str(),
@@ -662,10 +664,12 @@ Json ReportJson(const Options& o, const Report& rep) {
                             {"kv_cache_dtype", db.kv_dtype}, {"kv_context", db.kv_context}};
   Json results = Json::object(), ratios = Json::object(), per_isa = Json::object();
   for (const PrecisionResult& r : rep.results) results[r.key] = ResultJson(r, o);
-  for (const auto& [key, rows] : rep.ratios) {
-    for (const auto& [row, pair] : rows) ratios[key][row] = {{"vs_fp32", ToJson(pair.first)}, {"vs_bf16", ToJson(pair.second)}};
-    const Decode& d = rep.decode.at(key);
-    per_isa[key] = {{"isa", rep.find(key)->isa}, {"tokens_per_s_median", ToJson(d.tokens_per_s)},
+  for (const PrecisionResult& r : rep.results) {  // INT8 columns in run order
+    if (!rep.ratios.count(r.key)) continue;
+    for (const auto& [row, pair] : rep.ratios.at(r.key))
+      ratios[r.key][row] = {{"vs_fp32", ToJson(pair.first)}, {"vs_bf16", ToJson(pair.second)}};
+    const Decode& d = rep.decode.at(r.key);
+    per_isa[r.key] = {{"isa", r.isa}, {"tokens_per_s_median", ToJson(d.tokens_per_s)},
                     {"achieved_gbs_median", ToJson(d.achieved_gbs)}, {"fraction_median", ToJson(d.fraction_median)},
                     {"fraction_min", ToJson(d.fraction_min)}, {"above_probe", d.fraction_median > 1.0}};
   }
@@ -755,7 +759,8 @@ int Main(const Options& o, const std::string& command) {
   int prompt_len = 0;
   if (!Setup(o, rep, &image_bytes, &text, &prompt_len)) return 1;
   const std::vector<const kernels::KernelSet*> isas = ResolveIsas(o.int8_isas, &error);
-  if (isas.empty()) {
+  const bool int8 = std::count(o.precisions.begin(), o.precisions.end(), "int8") > 0;
+  if (int8 && isas.empty()) {
     std::cerr << "bench_stages: --int8-isas " << o.int8_isas << ": " << (error.empty() ? "none" : error) << "\n";
     return 2;
   }

@@ -6,9 +6,10 @@
 //    one up to the fp16 rounding of the rescaled weights.
 //  - SmoothedInt8: INT8 (smoothing on, the default) vs FP32 of the same stressed checkpoint
 //    holds the fixture thresholds of int8_quality_test (public-a's).
-//  - BreakIt: with --int8-smoothing=off the LN and value stresses fail those thresholds
-//    (the method, not luck, keeps INT8 faithful). Keys/queries x100 do not break this tiny
-//    model measurably (docs/quantization-quality.md), so there the test only prints.
+//  - BreakIt: with --int8-smoothing=off the LN, value, key and combined stresses fail those
+//    thresholds (the method, not luck, keeps INT8 faithful); queries x100 only triples the
+//    mean KL on this 2-layer decoder, so there smoothing must at least halve it; the
+//    unstressed checkpoint passes either way.
 //  - Report: the per-layer quantization report shows the spread moved.
 #include <cstdio>
 #include <cstdlib>
@@ -38,14 +39,18 @@ struct Stress {
 };
 const Stress kStresses[] = {
     {"none", "", false},          {"ln100", "ln:100", true},  {"v100", "v:100", true},
-    {"k100", "k:100", false},     {"q100", "q:100", false},
+    {"k100", "k:100", true},      {"q100", "q:100", false},
     {"all100", "ln:100,v:100,k:100", true},
 };
 
 // public-a's thresholds (int8_quality_test.cc explains and measures them).
 struct Thresholds {
   double min_embed_cosine = 0.995, min_row_cosine = 0.99, max_kl0 = 0.03, max_kl_mean = 0.03;
-  double min_agreement = 0.85;
+  // Teacher-forced top-1 agreement on "decided" steps only (FP32 top1-top2 margin > 0.3):
+  // these random checkpoints are full of near-ties (int8_quality_test.cc), and on 72 steps
+  // the raw rate of a correct INT8 path swings 0.72-0.92 with the tie flips; above the
+  // margin a correct path agrees everywhere (measured: all decided steps, every stress).
+  double min_agreement = 0.97;
 };
 
 std::string ReadBytes(const std::string& path) {
@@ -92,8 +97,8 @@ std::vector<std::pair<std::string, std::string>> Images() {
 
 struct Summary {
   double min_cosine = 1, min_row_cosine = 1, max_kl0 = 0, max_kl_mean = 0;
-  int agree = 0, steps = 0;
-  double agreement() const { return steps ? static_cast<double>(agree) / steps : 0; }
+  int agree = 0, steps = 0, decided_agree = 0, decided = 0;
+  double agreement() const { return decided ? static_cast<double>(decided_agree) / decided : 0; }
   bool Within(const Thresholds& t) const {
     return min_cosine >= t.min_embed_cosine && min_row_cosine >= t.min_row_cosine &&
            max_kl0 <= t.max_kl0 && max_kl_mean <= t.max_kl_mean && agreement() >= t.min_agreement;
@@ -116,13 +121,15 @@ Summary Compare(const Moondream& reference, const Moondream& candidate, const st
       sum.max_kl_mean = std::max(sum.max_kl_mean, t.kl_mean);
       sum.agree += t.agree;
       sum.steps += t.steps;
+      sum.decided_agree += t.decided_agree;
+      sum.decided += t.decided;
     }
     rows.push_back(std::move(*stats));
   }
   std::printf("%s", quality::FormatTable(title, rows).c_str());
-  std::printf("%s: cosine %.5f, worst row %.5f, KL0 max %.2e, KL mean max %.2e, agreement %d/%d\n",
-              title.c_str(), sum.min_cosine, sum.min_row_cosine, sum.max_kl0, sum.max_kl_mean,
-              sum.agree, sum.steps);
+  std::printf("%s: cosine %.5f, worst row %.5f, KL0 max %.2e, KL mean max %.2e, agreement %d/%d,"
+              " decided %d/%d\n", title.c_str(), sum.min_cosine, sum.min_row_cosine, sum.max_kl0,
+              sum.max_kl_mean, sum.agree, sum.steps, sum.decided_agree, sum.decided);
   return sum;
 }
 
@@ -161,6 +168,13 @@ TEST_P(Int8Smoothing, BreakIt) {
     EXPECT_FALSE(sum.Within(Thresholds{})) << "the stress no longer breaks unsmoothed INT8";
   } else if (!*s.spec) {
     EXPECT_TRUE(sum.Within(Thresholds{}));  // unstressed: fine either way
+  } else {
+    // Queries x100 (keys / 100) crush the scaled key channels in the int8 KV cache rows,
+    // but on this 2-layer decoder that stays inside the loose fixture bounds (KL mean
+    // 9.9e-3 off vs 3.1e-3 on); demand the measurable part of it: smoothing at least
+    // halves the mean KL.
+    const Summary on = Compare(Model(s, "fp32"), Model(s, "int8"), std::string("int8 ") + s.name);
+    EXPECT_GT(sum.max_kl_mean, 2 * on.max_kl_mean);
   }
 }
 
