@@ -55,6 +55,8 @@ absl::Status ValidateOptions(const EngineOptions& o) {
   if (!(o.image_cache_ttl_s > 0)) {
     return absl::InvalidArgumentError("image_cache_ttl_s: must be > 0");
   }
+  if (!(o.max_deadline_s > 0)) return absl::InvalidArgumentError("max_deadline: must be > 0");
+  if (!(o.queue_timeout_s > 0)) return absl::InvalidArgumentError("queue_timeout: must be > 0");
   return absl::OkStatus();
 }
 
@@ -194,7 +196,9 @@ struct Engine::Impl {
   Impl(const EngineOptions& o, Models m)
       : models(std::move(m)),
         cache(o.image_cache_bytes, Seconds(o.image_cache_ttl_s)),
-        scheduler(SchedulerOptions{o.max_queue, o.max_concurrency}, &cache) {}
+        scheduler(SchedulerOptions{o.max_queue, o.max_concurrency, Seconds(o.queue_timeout_s)},
+                  &cache),
+        max_deadline(Seconds(o.max_deadline_s)) {}
 
   const Model* Find(const std::string& name) const {
     if (name.empty()) return models.front().get();
@@ -216,7 +220,8 @@ struct Engine::Impl {
 
   const Models models;  // first = default
   ImageCache cache;
-  Scheduler scheduler;  // declared last: joins its workers before the models go
+  Scheduler scheduler;  // joins its workers before the models go
+  const Clock::duration max_deadline;
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
@@ -243,6 +248,9 @@ absl::Status Engine::Submit(Request request, Callbacks callbacks) {
   MD_RETURN_IF_ERROR(ValidateRequest(request));
   MD_RETURN_IF_ERROR(model->Admit(request));
   request.model = model->info().name;
+  // The server's own bound: no request (a client without a deadline included) runs longer.
+  const Clock::time_point now = Clock::now();
+  if (request.deadline - now > impl_->max_deadline) request.deadline = now + impl_->max_deadline;
   if (!request.cancel) request.cancel = std::make_shared<CancelFlag>(false);
   return impl_->scheduler.Enqueue(std::move(request), std::move(callbacks), model);
 }

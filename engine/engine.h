@@ -30,6 +30,8 @@ struct EngineOptions {
   int threads = 0;                     // intra-op threads; 0 = hardware cores
   int max_queue = 64;                  // queued requests beyond those running
   int max_concurrency = 1;             // requests computed at once (worker threads)
+  double max_deadline_s = 600;         // a request's deadline is at most this far away
+  double queue_timeout_s = 120;        // queued longer -> UNAVAILABLE (overloaded)
   uint64_t image_cache_bytes = 512ull << 20;
   double image_cache_ttl_s = 3600;
   uint64_t max_image_pixels = 50'000'000;  // decompression-bomb guard

@@ -28,6 +28,12 @@ void MergeStageTimings(const Timings& from_context, Timings* result) {
   take(from_context.time_to_first_token_ms, &result->time_to_first_token_ms);
 }
 
+absl::Status QueueTimeoutError(double queue_ms) {
+  return absl::UnavailableError(absl::StrCat("overloaded: the request waited ",
+                                             static_cast<int64_t>(queue_ms),
+                                             " ms in the queue, more than --queue-timeout"));
+}
+
 absl::Status QueuedError(const absl::Status& alive, double queue_ms) {
   if (absl::IsCancelled(alive)) return absl::CancelledError("request cancelled while queued");
   return absl::DeadlineExceededError(
@@ -142,7 +148,8 @@ std::vector<std::unique_ptr<Scheduler::Job>> Scheduler::TakeDeadLocked() {
   std::vector<std::unique_ptr<Job>> dead;
   const Clock::time_point now = Clock::now();
   for (auto it = queue_.begin(); it != queue_.end();) {
-    if ((*it)->request.cancel->load() || (*it)->request.deadline <= now) {
+    if ((*it)->request.cancel->load() || (*it)->request.deadline <= now ||
+        now - (*it)->enqueued >= options_.queue_timeout) {
       dead.push_back(std::move(*it));
       it = queue_.erase(it);
     } else {
@@ -200,6 +207,9 @@ absl::StatusOr<Result> Scheduler::Execute(const Job& job, Timings* timings) {
   ctx.timings = timings;
   if (absl::Status alive = ctx.CheckAlive(); !alive.ok()) {
     return QueuedError(alive, timings->queue_ms);
+  }
+  if (Clock::now() - job.enqueued >= options_.queue_timeout) {
+    return QueueTimeoutError(timings->queue_ms);
   }
   try {
     return ExecuteGuarded(job, ctx);

@@ -24,6 +24,9 @@ namespace moondream {
 struct SchedulerOptions {
   int max_queue = 64;       // requests waiting beyond those running
   int max_concurrency = 1;  // worker threads
+  // A request still queued after this long fails with UNAVAILABLE (retryable: the server
+  // is overloaded), whatever its own deadline.
+  Clock::duration queue_timeout = std::chrono::minutes(2);
 };
 
 class Scheduler {

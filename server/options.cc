@@ -52,6 +52,10 @@ ABSL_FLAG(uint64_t, image_cache_bytes, kEngineDefaults.image_cache_bytes,
           "Memory budget of the EncodeImage cache (LRU)");
 ABSL_FLAG(absl::Duration, image_cache_ttl, absl::Seconds(kEngineDefaults.image_cache_ttl_s),
           "Lifetime of an EncodeImage handle");
+ABSL_FLAG(absl::Duration, max_deadline, absl::Seconds(kEngineDefaults.max_deadline_s),
+          "Longest a request may run, whatever deadline the client sets (or none)");
+ABSL_FLAG(absl::Duration, queue_timeout, absl::Seconds(kEngineDefaults.queue_timeout_s),
+          "A request queued longer fails with UNAVAILABLE (overloaded; clients retry)");
 ABSL_FLAG(absl::Duration, drain_grace, absl::Seconds(30),
           "On SIGTERM, time in-flight requests get to finish");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::Hours(2), "Server keepalive ping interval");
@@ -122,6 +126,8 @@ EngineOptions EngineFromFlags() {
   e.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
   e.image_cache_bytes = absl::GetFlag(FLAGS_image_cache_bytes);
   e.image_cache_ttl_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_image_cache_ttl));
+  e.max_deadline_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_max_deadline));
+  e.queue_timeout_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_queue_timeout));
   e.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   e.test_model_token_delay_ms = absl::GetFlag(FLAGS_test_model_token_delay_ms);
   e.test_model_load_delay_ms = absl::GetFlag(FLAGS_test_model_load_delay_ms);
@@ -196,7 +202,8 @@ void LogOptions(const Options& options) {
        {"threads", e.threads}, {"max_queue", e.max_queue},
        {"max_concurrency", e.max_concurrency}, {"max_message_bytes", s.max_message_bytes},
        {"max_image_pixels", e.max_image_pixels}, {"image_cache_bytes", e.image_cache_bytes},
-       {"image_cache_ttl_s", e.image_cache_ttl_s},
+       {"image_cache_ttl_s", e.image_cache_ttl_s}, {"max_deadline_s", e.max_deadline_s},
+       {"queue_timeout_s", e.queue_timeout_s},
        {"drain_grace", absl::FormatDuration(s.drain_grace)},
        {"keepalive_time", absl::FormatDuration(s.keepalive_time)},
        {"keepalive_timeout", absl::FormatDuration(s.keepalive_timeout)},

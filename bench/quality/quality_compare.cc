@@ -1,5 +1,7 @@
 #include "bench/quality/quality_compare.h"
 
+#include <limits>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -117,6 +119,13 @@ absl::StatusOr<RegionStats> CompareRegions(const Moondream& fp32, const Moondrea
   s.n_int8 = static_cast<int>(ob.size());
   const int32_t eos = fp32.language().config.tokenizer.eos_id;
   s.first_decision = (Argmax(ta.logits0) == eos) == (Argmax(tb.logits0) == eos);
+  {
+    const at::Tensor l = ta.logits0.to(at::kDouble).flatten();
+    const double eos_logit = l[eos].item<double>();
+    at::Tensor others = l.clone();
+    others[eos] = -std::numeric_limits<double>::infinity();
+    s.decision_margin0 = std::abs(eos_logit - others.max().item<double>());
+  }
   if (ta.coord_logits_x.defined() && tb.coord_logits_x.defined()) {
     s.first_x_bin_delta = std::abs(Argmax(ta.coord_logits_x) - Argmax(tb.coord_logits_x));
     const at::Tensor top2 = std::get<0>(ta.coord_logits_x.topk(2));
@@ -210,9 +219,9 @@ std::string FormatTable(const std::string& title, const std::vector<ImageStats>&
     for (const RegionStats& g : r.regions) {
       std::snprintf(line, sizeof(line),
                     "%-28s %-8s %9s %9s  objects fp32/int8 %2d/%-2d first-decision %-3s "
-                    "x0-bin|d| %3d (margin %.3f, err %.3f)  leading-equal %2d  mean|d| %.4f\n",
+                    "(margin %.3f) x0-bin|d| %3d (margin %.3f, err %.3f)  leading-equal %2d  mean|d| %.4f\n",
                     r.image.c_str(), "", "", g.task.c_str(), g.n_fp32, g.n_int8,
-                    g.first_decision ? "yes" : "NO", g.first_x_bin_delta, g.x_margin0,
+                    g.first_decision ? "yes" : "NO", g.decision_margin0, g.first_x_bin_delta, g.x_margin0,
                     g.x_logit_error, g.leading_equal, g.mean_abs_delta);
       out += line;
     }

@@ -41,6 +41,7 @@ struct RegionStats {
   std::string task;          // detect, point
   int n_fp32 = 0, n_int8 = 0;
   bool first_decision = false;  // both say "object" or both say EOS at step 0
+  double decision_margin0 = 0;  // FP32 step 0: |EOS logit - best other logit| (how close)
   int first_x_bin_delta = -1;   // |argmax x bin| of object 0; -1 when either has none
   double x_margin0 = 0;         // object 0: FP32 x logits top1 - top2 (how close the choice was)
   double x_logit_error = 0;     // object 0: max |INT8 - FP32| x logit over all bins

@@ -1,5 +1,6 @@
 // quality_report: INT8 vs FP32 quality statistics of one model directory (issue 4).
 //   quality_report --model-dir DIR --image FILE... [--tokens N] [--objects N] [--threads T]
+//                  [--int8-smoothing on|off]
 // Loads the FP32 and INT8 variants (both resident at once: ~8 GB + ~2.2 GB for the full
 // model), then for each image prints embedding cosine, step-0 KL / top-1, teacher-forced
 // top-1 agreement over N greedy FP32 tokens and detect/point agreement (up to --objects
@@ -25,6 +26,7 @@ struct Args {
   std::vector<std::string> images;
   quality::CompareOptions compare;
   int threads = 0;
+  bool int8_smoothing = true;  // --int8-smoothing off: the INT8 model without outlier smoothing
 };
 
 bool Parse(int argc, char** argv, Args* args) {
@@ -41,6 +43,10 @@ bool Parse(int argc, char** argv, Args* args) {
       args->compare.max_tokens = std::atoi(argv[++i]);
     } else if (flag == "--objects" && has_value) {
       args->compare.max_objects = std::atoi(argv[++i]);
+    } else if (flag == "--int8-smoothing" && has_value) {
+      const std::string v = argv[++i];
+      if (v != "on" && v != "off") return false;
+      args->int8_smoothing = v == "on";
     } else if (flag == "--threads" && has_value) {
       args->threads = std::atoi(argv[++i]);
     } else {
@@ -55,9 +61,11 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-std::unique_ptr<Moondream> LoadOrDie(const std::string& dir, const std::string& precision) {
+std::unique_ptr<Moondream> LoadOrDie(const std::string& dir, const std::string& precision,
+                                     bool int8_smoothing = true) {
   const auto start = std::chrono::steady_clock::now();
   MoondreamOptions options;
+  options.int8_smoothing = int8_smoothing;
   options.model_dir = dir;
   options.precision = precision;
   auto model = Moondream::Load(options);
@@ -74,12 +82,12 @@ int Main(int argc, char** argv) {
   if (!Parse(argc, argv, &args)) {
     std::fprintf(stderr,
                  "usage: quality_report --model-dir DIR --image FILE... [--tokens N] "
-                 "[--objects N] [--threads T]\n");
+                 "[--objects N] [--threads T] [--int8-smoothing on|off]\n");
     return 2;
   }
   if (args.threads > 0) at::set_num_threads(args.threads);
   const auto fp32 = LoadOrDie(args.model_dir, "fp32");
-  const auto int8 = LoadOrDie(args.model_dir, "int8");
+  const auto int8 = LoadOrDie(args.model_dir, "int8", args.int8_smoothing);
   std::vector<quality::ImageStats> rows;
   for (const std::string& path : args.images) {
     std::ifstream in(path, std::ios::binary);

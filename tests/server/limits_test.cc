@@ -65,6 +65,27 @@ TEST(LimitsTest, FullQueueAnswersResourceExhausted) {
   EXPECT_EQ(queued.status.get().error_code(), grpc::StatusCode::CANCELLED);
 }
 
+// --max-deadline bounds a request that set no deadline; --queue-timeout fails a request
+// that waited too long in the queue with UNAVAILABLE (retryable) while the worker is busy.
+TEST(LimitsTest, ServerMaxDeadlineAndQueueTimeout) {
+  ServerProcess server({"--max-concurrency=1", "--test-model-token-delay-ms=200",
+                        "--max-deadline=1s", "--queue-timeout=500ms"});
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  auto stub = server.Stub();
+  const v1::CaptionRequest slow = CaptionOf(ReadFixture(kPng), 50);  // 10 s of tokens
+  PendingCaption running;
+  const auto start = std::chrono::steady_clock::now();
+  running.Start(stub.get(), slow);  // no client deadline
+  ASSERT_TRUE(WaitForMetric(server, "moondream_requests_in_flight", {}, 1, seconds(5)));
+  grpc::ClientContext queued_ctx;
+  const grpc::Status queued = CallCaption(stub.get(), slow, &queued_ctx);
+  EXPECT_EQ(queued.error_code(), grpc::StatusCode::UNAVAILABLE) << queued.error_message();
+  EXPECT_NE(queued.error_message().find("--queue-timeout"), std::string::npos)
+      << queued.error_message();
+  EXPECT_EQ(running.status.get().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(8));
+}
+
 TEST(LimitsTest, DeadlineStopsGeneration) {
   ServerProcess server({"--test-model-token-delay-ms=200"});
   ASSERT_TRUE(server.serving()) << server.Logs();

@@ -119,7 +119,9 @@ TEST(WeightStore, PrecisionParsingAndDeviceRules) {
 }
 
 TEST(WeightStore, Int8QuantizesLinearsExceptSkipped) {
-  auto store = OpenStore({Precision::kINT8, "cpu", {"text.lm_head", "vision.blocks.*"}});
+  // Raw per-channel quantization against the file's weights: smoothing (which rescales
+  // the columns) off here; Int8SmoothingFoldsIntoLayerNormAndLinears covers it.
+  auto store = OpenStore({Precision::kINT8, "cpu", {"text.lm_head", "vision.blocks.*"}, nullptr, false});
   const auto root = store->Root();
   auto fc1 = root.Sub("text").Sub("blocks").Sub("0").Sub("mlp").Linear("fc1", 512, 128);
   ASSERT_TRUE(fc1.ok()) << fc1.status();
@@ -173,7 +175,7 @@ TEST(WeightStore, Int8TableEqualsIndependentReferenceExactly) {
 TEST(WeightStore, Int8StatsMatchWholeMatrixQuantization) {
   // lm_head is 51200 rows: quantized in many parallel row chunks, stats merged; compare with
   // one shot over the hand-decoded fp32 copy.
-  auto store = OpenStore({Precision::kINT8});
+  auto store = OpenStore({Precision::kINT8, "cpu", {}, nullptr, /*int8_smoothing=*/false});
   ASSERT_TRUE(store->Root().Sub("text").Linear("lm_head", 51200, 128).ok());
   const quant::QuantStats merged = store->report().layers.at(0).stats;
   quant::QuantStats whole;
@@ -182,6 +184,43 @@ TEST(WeightStore, Int8StatsMatchWholeMatrixQuantization) {
   EXPECT_NEAR(merged.rel_frobenius_error, whole.rel_frobenius_error, 1e-9);
   EXPECT_DOUBLE_EQ(merged.max_abs_error, whole.max_abs_error);
   EXPECT_NEAR(merged.clipped_fraction, whole.clipped_fraction, 1e-12);
+}
+
+TEST(WeightStore, Int8SmoothingFoldsIntoLayerNormAndLinears) {
+  // Text block 0 (ln -> qkv, fc1; values -> proj; keys <-> queries) and post_ln -> lm_head:
+  // the folded LN parameters and linears compute what the file's do, INT8 within its
+  // usual error, a linear kept dense (int8_skip) up to fp32 rounding.
+  auto store = OpenStore({Precision::kINT8, "cpu", {"text.blocks.0.mlp.fc1"}, nullptr, true, 2});
+  const auto blk = store->Root().Sub("text").Sub("blocks").Sub("0");
+  auto g = blk.Sub("ln").Tensor("weight", {128});
+  auto b = blk.Sub("ln").Tensor("bias", {128});
+  auto qkv = blk.Sub("attn").Linear("qkv", 384, 128);
+  auto fc1 = blk.Sub("mlp").Linear("fc1", 512, 128);
+  ASSERT_TRUE(g.ok() && b.ok() && qkv.ok() && fc1.ok());
+  EXPECT_FALSE(at::equal(*g, ReferenceFp32("model.text.blocks.0.ln.weight")));  // folded
+  const std::string p = "model.text.blocks.0.";
+  const at::Tensor x = at::randn({5, 128}, at::TensorOptions().dtype(at::kFloat));
+  const at::Tensor u = at::layer_norm(x, {128}, *g, *b);
+  const at::Tensor u_ref = at::layer_norm(x, {128}, ReferenceFp32(p + "ln.weight"), ReferenceFp32(p + "ln.bias"));
+  const at::Tensor fc1_ref = at::linear(u_ref, ReferenceFp32(p + "mlp.fc1.weight"), ReferenceFp32(p + "mlp.fc1.bias"));
+  EXPECT_FALSE(fc1->is_int8());
+  EXPECT_TRUE(at::allclose(fc1->Forward(u), fc1_ref, 1e-4, 1e-4));
+  const at::Tensor y = qkv->Forward(u);  // [5, 384]: q, k rescaled inversely, v rescaled
+  const at::Tensor y_ref = at::linear(u_ref, ReferenceFp32(p + "attn.qkv.weight"), ReferenceFp32(p + "attn.qkv.bias"));
+  const at::Tensor scores = at::mm(y.narrow(1, 0, 64), y.narrow(1, 128, 64).t());  // head 0 q.k
+  const at::Tensor scores_ref = at::mm(y_ref.narrow(1, 0, 64), y_ref.narrow(1, 128, 64).t());
+  EXPECT_LT((scores - scores_ref).norm().item<double>() / scores_ref.norm().item<double>(), 0.03);
+  auto proj = blk.Sub("attn").Linear("proj", 128, 128);
+  ASSERT_TRUE(proj.ok());
+  const at::Tensor v = y.narrow(1, 256, 128), v_ref = y_ref.narrow(1, 256, 128);
+  const at::Tensor o_ref = at::linear(v_ref, ReferenceFp32(p + "attn.proj.weight"), ReferenceFp32(p + "attn.proj.bias"));
+  EXPECT_LT((proj->Forward(v) - o_ref).norm().item<double>() / o_ref.norm().item<double>(), 0.03);
+  const LoadReport r = store->report();
+  ASSERT_EQ(r.layers.size(), 3u);
+  EXPECT_TRUE(r.layers[0].smoothing.applied);  // qkv, from text.blocks.0.ln
+  EXPECT_EQ(r.layers[0].smoothing.source, "text.blocks.0.ln");
+  EXPECT_GT(r.layers[0].smoothing.key_spread_before, 0);
+  EXPECT_EQ(r.layers[2].smoothing.source, "text.blocks.0.attn.v");
 }
 
 TEST(WeightStore, FullLoadReportsComponents) {
