@@ -85,7 +85,7 @@ absl::StatusOr<const kernels::KernelSet*> ResolveCpuKernels(const std::string& c
 
 absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o,
                                              const kernels::KernelSet* cpu_kernels) {
-  MD_ASSIGN_OR_RETURN(const std::string dir, ResolveModelDir(o.model_dir));
+  MD_ASSIGN_OR_RETURN(const std::string dir, ResolveModelDir(o.model_dir, o.allow_any_revision));
   Models models;
   for (const std::string& precision : o.variants) {
     MoondreamOptions options;

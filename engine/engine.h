@@ -22,6 +22,8 @@ struct EngineOptions {
   std::vector<std::string> variants = {"int8"};  // fp32, bf16, fp16, int8
   std::string device = "cpu";          // cpu | cuda
   std::vector<std::string> int8_skip;  // glob patterns of layers kept in full precision
+  // Load an HF-cache snapshot of another revision than 2025-01-09 (refused by default).
+  bool allow_any_revision = false;
   bool int8_smoothing = true;  // INT8: fold outlier smoothing into the weights at load
   // CPU kernels: auto|avx512vnni|avxvnni|avx2|neon-dot|neon|scalar (kernels::ResolveKernels),
   // empty = MOONDREAM_CPU_ISA or auto; an ISA this CPU lacks fails Create with

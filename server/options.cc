@@ -28,6 +28,9 @@ ABSL_FLAG(std::string, model, kEngineDefaults.model,
           "moondream2 (weights from --model-dir) or test (weight-free test model)");
 ABSL_FLAG(std::string, model_dir, "", "Moondream2 checkpoint directory; empty = Hugging Face cache");
 ABSL_FLAG(std::string, precision, "int8", "Weight precision: fp32, bf16, fp16 or int8");
+ABSL_FLAG(bool, allow_any_revision, false,
+          "Load a Hugging Face cache snapshot of another revision than 2025-01-09 (refused "
+          "by default: later revisions change the tokenizer)");
 ABSL_FLAG(std::vector<std::string>, variants, {},
           "Load several precisions, e.g. fp32,int8 (the first is the default); overrides --precision");
 ABSL_FLAG(std::string, device, kEngineDefaults.device, "cpu or cuda");
@@ -115,6 +118,7 @@ EngineOptions EngineFromFlags() {
   EngineOptions e;
   e.model = absl::GetFlag(FLAGS_model);
   e.model_dir = absl::GetFlag(FLAGS_model_dir);
+  e.allow_any_revision = absl::GetFlag(FLAGS_allow_any_revision);
   e.variants = absl::GetFlag(FLAGS_variants);
   if (e.variants.empty()) e.variants = {absl::GetFlag(FLAGS_precision)};
   e.device = absl::GetFlag(FLAGS_device);

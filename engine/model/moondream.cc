@@ -39,9 +39,10 @@ ModelInfo MakeInfo(const MoondreamOptions& options, const std::string& model_dir
 absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOptions& options) {
   const Clock::time_point start = Clock::now();
   MD_ASSIGN_OR_RETURN(const Precision precision, ParsePrecision(options.precision));
-  MD_ASSIGN_OR_RETURN(const std::string dir, ResolveModelDir(options.model_dir));
+  MD_ASSIGN_OR_RETURN(const std::string dir, ResolveModelDir(options.model_dir, options.allow_any_revision));
   Log(LogLevel::kInfo, "model_loading",
-      {{"model_dir", dir}, {"precision", PrecisionName(precision)}, {"device", options.device}});
+      {{"model_dir", dir}, {"revision", DescribeRevision(dir)},
+       {"precision", PrecisionName(precision)}, {"device", options.device}});
   MD_ASSIGN_OR_RETURN(const MoondreamConfig config, LoadConfig(dir + "/config.json"));
   WeightStoreOptions store_options;
   store_options.precision = precision;

@@ -35,6 +35,7 @@ struct MoondreamOptions {
   // INT8: fold calibration-free outlier smoothing into the weights at load
   // (engine/weights/smoothing.h); off only to measure what it buys.
   bool int8_smoothing = true;
+  bool allow_any_revision = false;  // see ResolveModelDir
   // CPU kernels (kernels::ResolveKernels); null = kernels::DefaultKernels().
   const kernels::KernelSet* cpu_kernels = nullptr;
   uint64_t max_image_pixels = 50'000'000;

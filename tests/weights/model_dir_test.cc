@@ -63,23 +63,45 @@ TEST(ModelDir, HubCachePrefersPinnedRevision) {
   EXPECT_EQ(*r, repo + "/snapshots/ccc");
 }
 
-TEST(ModelDir, HubCacheFallsBackToAnyCompleteSnapshot) {
+// Only other revisions in the cache: refused, naming the refs and snapshots found, unless
+// --allow-any-revision, which takes the first complete snapshot.
+TEST(ModelDir, HubCacheRefusesOtherRevisionsUnlessAllowed) {
   TempDir dir;
   const std::string repo = dir.Path("hf/hub/models--vikhyatk--moondream2");
   MakeModelDir(repo + "/snapshots/aaa", /*with_tokenizer=*/false);
   MakeModelDir(repo + "/snapshots/bbb");
   MakeModelDir(repo + "/snapshots/zzz", /*with_tokenizer=*/false);
   WriteFile(repo + "/refs/2025-01-09", "zzz");  // pinned snapshot incomplete
+  WriteFile(repo + "/refs/2025-06-21", "bbb");
   ScopedEnv hf("HF_HOME", dir.Path("hf").c_str());
-  auto r = ResolveModelDir("");
+  auto refused = ResolveModelDir("");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  const std::string msg(refused.status().message());
+  EXPECT_NE(msg.find("2025-06-21 -> bbb"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--allow-any-revision"), std::string::npos) << msg;
+  auto r = ResolveModelDir("", /*allow_any_revision=*/true);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(*r, repo + "/snapshots/bbb");
+  EXPECT_EQ(DescribeRevision(*r).rfind("snapshot bbb (refs: 2025-06-21), files ", 0), 0u)
+      << DescribeRevision(*r);
+}
+
+// The fingerprint changes with the tokenizer (the file a wrong revision changes).
+TEST(ModelDir, DescribeRevisionFingerprintsConfigAndTokenizer) {
+  TempDir dir;
+  MakeModelDir(dir.Path("m"));
+  const std::string before = DescribeRevision(dir.Path("m"));
+  EXPECT_EQ(before.rfind("directory, files ", 0), 0u) << before;
+  WriteFile(dir.Path("m/tokenizer.json"), "{\"model\": {}}");
+  EXPECT_NE(DescribeRevision(dir.Path("m")), before);
 }
 
 TEST(ModelDir, HomeCacheWhenNoHfHome) {
   TempDir dir;
   const std::string repo = dir.Path("home/.cache/huggingface/hub/models--vikhyatk--moondream2");
   MakeModelDir(repo + "/snapshots/rev1");
+  WriteFile(repo + "/refs/2025-01-09", "rev1");
   ScopedEnv hf("HF_HOME", nullptr);
   ScopedEnv home("HOME", dir.Path("home").c_str());
   auto r = ResolveModelDir("");
