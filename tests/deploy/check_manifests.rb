@@ -80,9 +80,37 @@ ensure
   saved&.each { |k, v| ENV[k] = v }
 end
 
+# The "restricted" Pod Security Standard (v1.32), for every container of the pod.
+RESTRICTED_VOLUMES = %w[configMap csi downwardAPI emptyDir ephemeral persistentVolumeClaim projected secret].freeze
+def check_restricted(pod, label)
+  spec = pod["spec"]
+  psc = spec.fetch("securityContext", {})
+  %w[hostNetwork hostPID hostIPC].each { |k| check(!spec[k], "#{label}: no #{k} (restricted)") }
+  spec.fetch("volumes", []).each do |v|
+    type = (v.keys - ["name"]).first
+    check(RESTRICTED_VOLUMES.include?(type), "#{label}: volume #{v['name']} is #{type} (restricted)")
+  end
+  check(spec["automountServiceAccountToken"] == false, "#{label}: automountServiceAccountToken false")
+  (spec.fetch("initContainers", []) + spec.fetch("containers", [])).each do |c|
+    csc = c.fetch("securityContext", {})
+    id = "#{label} #{c['name']}"
+    check((csc["runAsNonRoot"] || psc["runAsNonRoot"]) == true, "#{id}: runAsNonRoot (restricted)")
+    check(csc["runAsUser"] != 0 && psc["runAsUser"] != 0, "#{id}: not uid 0 (restricted)")
+    seccomp = (csc["seccompProfile"] || psc["seccompProfile"] || {})["type"]
+    check(%w[RuntimeDefault Localhost].include?(seccomp), "#{id}: seccompProfile RuntimeDefault (restricted)")
+    check(csc["allowPrivilegeEscalation"] == false, "#{id}: allowPrivilegeEscalation false (restricted)")
+    check(!csc["privileged"], "#{id}: not privileged (restricted)")
+    caps = csc.fetch("capabilities", {})
+    check(caps.fetch("drop", []).include?("ALL"), "#{id}: drops ALL capabilities (restricted)")
+    check((caps.fetch("add", []) - ["NET_BIND_SERVICE"]).empty?, "#{id}: adds no capability (restricted)")
+    check(c.fetch("ports", []).none? { |p| p["hostPort"] }, "#{id}: no hostPort (restricted)")
+  end
+end
+
 files.each do |file|
   YAML.load_stream(File.read(file)).compact.each do |doc|
     pod = doc.dig("spec", "template") or next
+    check_restricted(pod, "#{File.basename(file)} #{doc['kind']}/#{doc.dig('metadata', 'name')}")
     (pod["spec"].fetch("initContainers", []) + pod["spec"].fetch("containers", [])).each do |c|
       next unless c["image"].to_s.include?("moondream-server")
 
