@@ -106,6 +106,12 @@ struct QuantizationSummary {
   std::string worst_layer;
   double max_abs_error = 0;
   double clipped_fraction = 0;
+  // INT8 smoothing (--int8-smoothing): layers whose input channels were rescaled, and the
+  // worst spread (max / median channel range) of any layer's input, and of any head's int8
+  // KV cache rows, before and after. Per layer: --quant-report-json and the load log.
+  int smoothed_layers = 0;
+  double input_spread_before = 0, input_spread_after = 0;
+  double kv_spread_before = 0, kv_spread_after = 0;
 };
 
 struct ModelInfo {

@@ -196,7 +196,8 @@ struct Engine::Impl {
   Impl(const EngineOptions& o, Models m)
       : models(std::move(m)),
         cache(o.image_cache_bytes, Seconds(o.image_cache_ttl_s)),
-        scheduler(SchedulerOptions{o.max_queue, o.max_concurrency, Seconds(o.queue_timeout_s)},
+        scheduler(SchedulerOptions{o.max_queue, o.max_concurrency, Seconds(o.queue_timeout_s),
+                                   o.max_queued_bytes},
                   &cache),
         max_deadline(Seconds(o.max_deadline_s)) {}
 

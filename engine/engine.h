@@ -34,7 +34,12 @@ struct EngineOptions {
   int max_concurrency = 1;             // requests computed at once (worker threads)
   double max_deadline_s = 600;         // a request's deadline is at most this far away
   double queue_timeout_s = 120;        // queued longer -> UNAVAILABLE (overloaded)
-  uint64_t image_cache_bytes = 512ull << 20;
+  // Image bytes of the queued and running requests together (RESOURCE_EXHAUSTED beyond);
+  // 0 = no cap. See docs/memory.md, "Worst-case budget".
+  uint64_t max_queued_bytes = 64ull << 20;
+  // EncodeImage cache budget: an INT8 moondream2 image holds its 72 MB prefix KV cache, so
+  // 160 MiB keeps two; sized to fit the 3 GiB INT8 sidecar (docs/memory.md).
+  uint64_t image_cache_bytes = 160ull << 20;
   double image_cache_ttl_s = 3600;
   uint64_t max_image_pixels = 50'000'000;  // decompression-bomb guard
   int test_model_token_delay_ms = 0;       // slows the test model (tests of deadlines)

@@ -66,6 +66,7 @@ absl::Status Scheduler::Enqueue(Request request, Callbacks callbacks, const Mode
   job->request = std::move(request);
   job->callbacks = std::move(callbacks);
   job->model = model;
+  job->bytes = job->request.image_bytes.size();
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (draining_) return absl::UnavailableError("engine is draining: not accepting new requests");
@@ -75,6 +76,13 @@ absl::Status Scheduler::Enqueue(Request request, Callbacks callbacks, const Mode
                                                        " queued, --max-queue=", options_.max_queue,
                                                        ")"));
     }
+    if (options_.max_queued_bytes > 0 &&
+        job->bytes > options_.max_queued_bytes - std::min(queued_bytes_, options_.max_queued_bytes)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "request image bytes over budget: ", job->bytes, " bytes with ", queued_bytes_,
+          " already queued or running exceed --max-queued-bytes=", options_.max_queued_bytes));
+    }
+    queued_bytes_ += job->bytes;
     job->enqueued = Clock::now();
     queue_.push_back(std::move(job));
   }
@@ -112,6 +120,7 @@ Scheduler::Stats Scheduler::GetStats() const {
   Stats stats;
   stats.queued = static_cast<int>(queue_.size());
   stats.in_flight = static_cast<int>(running_.size());
+  stats.queued_bytes = queued_bytes_;
   return stats;
 }
 
@@ -136,9 +145,12 @@ void Scheduler::WorkerLoop() {
       ++delivering_;
     }
     job->callbacks.on_done(std::move(result));
+    const uint64_t bytes = job->bytes;
+    job.reset();  // frees the image bytes before they leave the budget
     {
       std::lock_guard<std::mutex> lock(mu_);
       --delivering_;
+      queued_bytes_ -= bytes;
     }
     idle_cv_.notify_all();
   }
@@ -167,9 +179,16 @@ void Scheduler::ReaperLoop() {
     if (dead.empty()) continue;
     reaping_ += dead.size();
     lock.unlock();
-    for (auto& job : dead) job->callbacks.on_done(Complete(*job));  // fails its liveness check
+    uint64_t bytes = 0;
+    for (auto& job : dead) {
+      job->callbacks.on_done(Complete(*job));  // fails its liveness check
+      bytes += job->bytes;
+    }
+    const size_t reaped = dead.size();
+    dead.clear();  // frees the image bytes before they leave the budget
     lock.lock();
-    reaping_ -= dead.size();
+    reaping_ -= reaped;
+    queued_bytes_ -= bytes;
     idle_cv_.notify_all();
   }
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -27,6 +28,9 @@ struct SchedulerOptions {
   // A request still queued after this long fails with UNAVAILABLE (retryable: the server
   // is overloaded), whatever its own deadline.
   Clock::duration queue_timeout = std::chrono::minutes(2);
+  // Image bytes (Request::image_bytes) of the queued and running requests together; a
+  // request that would go past it answers RESOURCE_EXHAUSTED at once. 0 = no cap.
+  uint64_t max_queued_bytes = 128ull << 20;
 };
 
 class Scheduler {
@@ -35,8 +39,8 @@ class Scheduler {
   Scheduler(const SchedulerOptions& options, ImageCache* cache);
   ~Scheduler();  // Drain(0), then joins the workers; every accepted request gets on_done.
 
-  // `request.model` must already name `model`. RESOURCE_EXHAUSTED when full,
-  // UNAVAILABLE once draining; otherwise callbacks.on_done runs exactly once.
+  // `request.model` must already name `model`. RESOURCE_EXHAUSTED when full (by count,
+  // --max-queue, or by image bytes, --max-queued-bytes), UNAVAILABLE once draining; otherwise callbacks.on_done runs exactly once.
   absl::Status Enqueue(Request request, Callbacks callbacks, const Model* model);
 
   // Stops accepting, waits up to `grace` for queued and running requests, then cancels
@@ -46,6 +50,7 @@ class Scheduler {
   struct Stats {
     int queued = 0;
     int in_flight = 0;
+    uint64_t queued_bytes = 0;  // image bytes of the queued and running requests
   };
   Stats GetStats() const;
 
@@ -55,6 +60,7 @@ class Scheduler {
     Callbacks callbacks;
     const Model* model = nullptr;
     Clock::time_point enqueued;
+    uint64_t bytes = 0;    // counted in queued_bytes_ until the job is destroyed
     bool drained = false;  // cancelled by Drain (guarded by mu_)
   };
 
@@ -82,6 +88,7 @@ class Scheduler {
   std::vector<Job*> running_;          // executing in the engine (the in-flight gauge)
   size_t delivering_ = 0;              // left running_, on_done not yet returned
   size_t reaping_ = 0;                 // taken from queue_ by the reaper, not yet finished
+  uint64_t queued_bytes_ = 0;          // sum of Job::bytes of every accepted, unfinished job
   std::condition_variable reaper_cv_;  // stopping_
   bool draining_ = false;
   bool stopping_ = false;

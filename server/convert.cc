@@ -176,6 +176,11 @@ void FillModelInfo(const ModelInfo& info, v1::ModelInfo* out) {
     qs->set_worst_layer(q.worst_layer);
     qs->set_max_abs_error(q.max_abs_error);
     qs->set_clipped_fraction(q.clipped_fraction);
+    qs->set_smoothed_layers(q.smoothed_layers);
+    qs->set_input_spread_before(q.input_spread_before);
+    qs->set_input_spread_after(q.input_spread_after);
+    qs->set_kv_spread_before(q.kv_spread_before);
+    qs->set_kv_spread_after(q.kv_spread_after);
   }
   out->set_is_default(info.is_default);
   out->set_source(info.source);

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include <algorithm>
 #include <limits>
@@ -51,6 +52,12 @@ absl::StatusOr<StartedServer> StartGrpcServer(const ServerOptions& options, grpc
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  // Memory budget (docs/memory.md): the transport's buffers are bounded by the quota, the
+  // calls per connection by the stream limit.
+  grpc::ResourceQuota quota("moondream-server");
+  quota.Resize(static_cast<size_t>(options.grpc_memory_bytes));
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   AddKeepalive(options, &builder);
   builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

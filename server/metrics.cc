@@ -125,7 +125,13 @@ Metrics::Metrics()
       quantization_clipped_(BuildGauge()
                                 .Name("moondream_model_quantization_clipped_ratio")
                                 .Help("Fraction of weights clipped by quantization")
-                                .Register(*registry_)) {}
+                                .Register(*registry_)),
+      quantization_smoothing_(
+          BuildGauge()
+              .Name("moondream_model_quantization_smoothing")
+              .Help("INT8 smoothing: smoothed layers, and the worst channel spread (max / "
+                    "median) of layer inputs and KV cache rows before and after")
+              .Register(*registry_)) {}
 
 Metrics::~Metrics() = default;
 
@@ -177,6 +183,15 @@ void Metrics::PublishModel(const ModelInfo& info) {
   quantization_sqnr_.Add({{"model", info.name}, {"stat", "min"}}).Set(q.min_sqnr_db);
   quantization_max_abs_error_.Add({{"model", info.name}}).Set(q.max_abs_error);
   quantization_clipped_.Add({{"model", info.name}}).Set(q.clipped_fraction);
+  const std::pair<const char*, double> smoothing[] = {
+      {"smoothed_layers", q.smoothed_layers},
+      {"input_spread_before", q.input_spread_before},
+      {"input_spread_after", q.input_spread_after},
+      {"kv_spread_before", q.kv_spread_before},
+      {"kv_spread_after", q.kv_spread_after}};
+  for (const auto& [stat, value] : smoothing) {
+    quantization_smoothing_.Add({{"model", info.name}, {"stat", stat}}).Set(value);
+  }
 }
 
 void Metrics::RefreshEngineGauges() const {

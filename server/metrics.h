@@ -77,6 +77,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& quantization_sqnr_;
   prometheus::Family<prometheus::Gauge>& quantization_max_abs_error_;
   prometheus::Family<prometheus::Gauge>& quantization_clipped_;
+  prometheus::Family<prometheus::Gauge>& quantization_smoothing_;
   std::unique_ptr<MetricsHttpServer> http_;  // last: stops before the families go
 };
 

@@ -49,6 +49,14 @@ ABSL_FLAG(int, max_queue, kEngineDefaults.max_queue,
 ABSL_FLAG(int, max_concurrency, kEngineDefaults.max_concurrency, "Requests computed at once");
 ABSL_FLAG(int64_t, max_message_bytes, 20 << 20,
           "Largest request message (bytes); larger ones answer RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint64_t, max_queued_bytes, kEngineDefaults.max_queued_bytes,
+          "Image bytes of the queued and running requests together; a request past it answers "
+          "RESOURCE_EXHAUSTED at once (0 = no cap)");
+ABSL_FLAG(int64_t, grpc_memory_bytes, 64 << 20,
+          "gRPC ResourceQuota: memory the transport may use for connections and message "
+          "buffers (under pressure it reads less and refuses new calls)");
+ABSL_FLAG(int, max_concurrent_streams, 32,
+          "Most concurrent calls (HTTP/2 streams) per client connection");
 ABSL_FLAG(uint64_t, max_image_pixels, kEngineDefaults.max_image_pixels,
           "Largest decoded image (width x height)");
 ABSL_FLAG(uint64_t, image_cache_bytes, kEngineDefaults.image_cache_bytes,
@@ -129,6 +137,7 @@ EngineOptions EngineFromFlags() {
   e.max_queue = absl::GetFlag(FLAGS_max_queue);
   e.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
   e.image_cache_bytes = absl::GetFlag(FLAGS_image_cache_bytes);
+  e.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   e.image_cache_ttl_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_image_cache_ttl));
   e.max_deadline_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_max_deadline));
   e.queue_timeout_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_queue_timeout));
@@ -148,6 +157,16 @@ absl::StatusOr<ServerOptions> ServerFromFlags() {
                                       ": expected 1..2147483647");
   }
   o.max_message_bytes = static_cast<int>(max_message);
+  o.grpc_memory_bytes = absl::GetFlag(FLAGS_grpc_memory_bytes);
+  if (o.grpc_memory_bytes <= 0) {
+    return absl::InvalidArgumentError("--grpc-memory-bytes=" + std::to_string(o.grpc_memory_bytes) +
+                                      ": expected a positive byte count");
+  }
+  o.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  if (o.max_concurrent_streams <= 0) {
+    return absl::InvalidArgumentError("--max-concurrent-streams=" +
+                                      std::to_string(o.max_concurrent_streams) + ": expected >= 1");
+  }
   o.drain_grace = absl::GetFlag(FLAGS_drain_grace);
   o.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   o.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
@@ -205,6 +224,8 @@ void LogOptions(const Options& options) {
        {"cpu_isa", e.cpu_isa},
        {"threads", e.threads}, {"max_queue", e.max_queue},
        {"max_concurrency", e.max_concurrency}, {"max_message_bytes", s.max_message_bytes},
+       {"max_queued_bytes", e.max_queued_bytes}, {"grpc_memory_bytes", s.grpc_memory_bytes},
+       {"max_concurrent_streams", s.max_concurrent_streams},
        {"max_image_pixels", e.max_image_pixels}, {"image_cache_bytes", e.image_cache_bytes},
        {"image_cache_ttl_s", e.image_cache_ttl_s}, {"max_deadline_s", e.max_deadline_s},
        {"queue_timeout_s", e.queue_timeout_s},

@@ -3,6 +3,7 @@
 // line wins. Flag names accept dashes or underscores (--max-queue, --max_queue).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -16,6 +17,8 @@ struct ServerOptions {
   std::string listen;          // host:port of the gRPC server; port 0 picks one
   std::string metrics_listen;  // host:port of /metrics; empty disables it
   int max_message_bytes = 0;   // largest request message accepted
+  int64_t grpc_memory_bytes = 0;   // grpc::ResourceQuota of the server
+  int max_concurrent_streams = 0;  // GRPC_ARG_MAX_CONCURRENT_STREAMS (per connection)
   absl::Duration drain_grace;  // SIGTERM: time in-flight requests get to finish
   absl::Duration keepalive_time;
   absl::Duration keepalive_timeout;

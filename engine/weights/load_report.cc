@@ -1,4 +1,5 @@
 // LoadReport (declared in weight_store.h): quantization summary and JSON dump.
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -19,6 +20,15 @@ QuantizationSummary LoadReport::Summary() const {
   int finite = 0;
   s.min_sqnr_db = std::numeric_limits<double>::infinity();
   for (const LayerQuantReport& l : layers) {
+    if (l.smoothing.applied) {
+      const SmoothingStats& sm = l.smoothing;
+      ++s.smoothed_layers;
+      s.input_spread_before = std::max(s.input_spread_before, sm.input_spread_before);
+      s.input_spread_after = std::max(s.input_spread_after, sm.input_spread_after);
+      s.kv_spread_before =
+          std::max({s.kv_spread_before, sm.key_spread_before, sm.value_spread_before});
+      s.kv_spread_after = std::max({s.kv_spread_after, sm.key_spread_after, sm.value_spread_after});
+    }
     if (!l.quantized) {
       ++s.full_precision_layers;
       continue;
@@ -35,7 +45,11 @@ QuantizationSummary LoadReport::Summary() const {
       s.worst_layer = l.name;
     }
   }
-  if (s.quantized_layers == 0) return QuantizationSummary{"", 0, s.full_precision_layers};
+  if (s.quantized_layers == 0) {
+    QuantizationSummary none;
+    none.full_precision_layers = s.full_precision_layers;
+    return none;
+  }
   s.scheme = kInt8Scheme;
   s.mean_sqnr_db = finite > 0 ? sqnr_sum / finite : 0;
   if (finite == 0) s.min_sqnr_db = 0;

@@ -206,6 +206,15 @@ TEST(Int8SmoothingReport, ShowsTheMovedRange) {
   EXPECT_LT(qkv["key_spread_after"].get<double>(), 5.0);
   EXPECT_GT(qkv["value_spread_before"].get<double>(), 30.0);
   EXPECT_LT(qkv["value_spread_after"].get<double>(), 5.0);
+  // The same, summed up in ModelInfo (GetModel, the moondream_model_quantization_smoothing
+  // metric): the worst spreads over all layers.
+  const QuantizationSummary& q = Model(s, "int8").info().quantization;
+  EXPECT_GT(q.smoothed_layers, 0);
+  EXPECT_GT(q.input_spread_before, 30.0);
+  EXPECT_LT(q.input_spread_after, 5.0);
+  EXPECT_GT(q.kv_spread_before, 30.0);
+  EXPECT_LT(q.kv_spread_after, 5.0);
+  EXPECT_EQ(Model(s, "int8-off").info().quantization.smoothed_layers, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, Int8Smoothing, ::testing::ValuesIn(kStresses),

@@ -86,6 +86,79 @@ TEST(LimitsTest, ServerMaxDeadlineAndQueueTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(8));
 }
 
+// --max-queued-bytes caps the image bytes of the queued and running requests together: a
+// request that would pass it answers RESOURCE_EXHAUSTED at once, naming the flag, and the
+// bytes are released when a request finishes.
+TEST(LimitsTest, QueuedImageBytesAreCapped) {
+  constexpr int kCap = 1 << 20;
+  ServerProcess server({"--max-queued-bytes=" + std::to_string(kCap), "--max-concurrency=1",
+                        "--test-model-token-delay-ms=200"});
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  auto stub = server.Stub();
+  // 700 KB each: one fits under the 1 MiB cap beside the running request, two do not. They
+  // are not images (decode fails with INVALID_ARGUMENT), but admission never decodes.
+  const v1::CaptionRequest large = CaptionOf(std::string(700 << 10, 'x'));
+  PendingCaption running, queued;
+  running.Start(stub.get(), CaptionOf(ReadFixture(kPng), 20));  // 4 s of tokens
+  ASSERT_TRUE(WaitForMetric(server, "moondream_requests_in_flight", {}, 1, seconds(5)));
+  queued.Start(stub.get(), large);
+  ASSERT_TRUE(WaitForMetric(server, "moondream_queue_depth", {}, 1, seconds(5)));
+
+  std::vector<std::unique_ptr<PendingCaption>> flood;
+  for (int i = 0; i < 4; ++i) {
+    flood.push_back(std::make_unique<PendingCaption>());
+    flood.back()->Start(stub.get(), large);
+  }
+  for (auto& pending : flood) {
+    const grpc::Status status = pending->status.get();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+    EXPECT_NE(status.error_message().find("--max-queued-bytes=" + std::to_string(kCap)),
+              std::string::npos)
+        << status.error_message();
+  }
+  running.ctx.TryCancel();
+  EXPECT_EQ(running.status.get().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(queued.status.get().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Both finished: their bytes are released, so a large request is admitted again (and fails
+  // only at decode).
+  grpc::ClientContext again_ctx;
+  const grpc::Status again = CallCaption(stub.get(), large, &again_ctx);
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << again.error_message();
+}
+
+// --max-concurrent-streams bounds the calls of one connection: with 1, a second call on the
+// busy connection waits for the stream (and misses its deadline) while the same call on
+// another connection is served at once.
+TEST(LimitsTest, MaxConcurrentStreamsPerConnection) {
+  ServerProcess server({"--max-concurrent-streams=1", "--max-concurrency=2",
+                        "--test-model-token-delay-ms=200"});
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  auto connection = [&server] {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
+    return v1::Moondream::NewStub(
+        grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
+  };
+  auto busy = connection();
+  auto other = connection();
+  PendingCaption running;
+  running.Start(busy.get(), CaptionOf(ReadFixture(kPng), 20));  // 4 s of tokens
+  ASSERT_TRUE(WaitForMetric(server, "moondream_requests_in_flight", {}, 1, seconds(5)));
+  const v1::CaptionRequest quick = CaptionOf(ReadFixture(kPng), 1);
+
+  grpc::ClientContext waiting_ctx;
+  waiting_ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(1500));
+  const grpc::Status waiting = CallCaption(busy.get(), quick, &waiting_ctx);
+  EXPECT_EQ(waiting.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << waiting.error_message();
+
+  grpc::ClientContext served_ctx;
+  served_ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(1500));
+  const grpc::Status served = CallCaption(other.get(), quick, &served_ctx);
+  EXPECT_TRUE(served.ok()) << served.error_code() << " " << served.error_message();
+  running.ctx.TryCancel();
+  EXPECT_EQ(running.status.get().error_code(), grpc::StatusCode::CANCELLED);
+}
+
 TEST(LimitsTest, DeadlineStopsGeneration) {
   ServerProcess server({"--test-model-token-delay-ms=200"});
   ASSERT_TRUE(server.serving()) << server.Logs();

@@ -134,6 +134,11 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :worst_layer, :string, 6
       optional :max_abs_error, :double, 7
       optional :clipped_fraction, :double, 8
+      optional :smoothed_layers, :uint32, 9
+      optional :input_spread_before, :double, 10
+      optional :input_spread_after, :double, 11
+      optional :kv_spread_before, :double, 12
+      optional :kv_spread_after, :double, 13
     end
     add_message "moondream.v1.ModelInfo" do
       optional :name, :string, 1
