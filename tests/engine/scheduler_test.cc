@@ -113,6 +113,39 @@ TEST_F(SchedulerTest, CancelWhileQueuedAnswersAndFreesTheSlot) {
   running->cancel->store(true);
 }
 
+// --max-queued-bytes counts the image bytes of the queued and running requests; a request
+// cancelled while queued gives its bytes back (through the reaper), like a finished one.
+TEST_F(SchedulerTest, QueuedImageBytesAreCappedAndReleased) {
+  EngineOptions options;
+  options.model = "test";
+  options.test_model_token_delay_ms = kTokenDelayMs;
+  options.max_queued_bytes = 2 * png_.size();
+  auto created = Engine::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine& engine = **created;
+  auto running = Submit(engine, Slow());
+  WaitForStats(engine, 1, 0);
+  auto queued = Submit(engine, Slow());
+  ASSERT_TRUE(queued->submit_status.ok());
+  auto rejected = Submit(engine, Slow());
+  EXPECT_EQ(rejected->submit_status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(rejected->submit_status.message().find(
+                "--max-queued-bytes=" + std::to_string(2 * png_.size())),
+            std::string::npos)
+      << rejected->submit_status;
+  queued->cancel->store(true);
+  EXPECT_EQ(queued->Wait().status().code(), absl::StatusCode::kCancelled);
+  absl::Status readmitted = absl::ResourceExhaustedError("not tried");
+  for (int i = 0; i < 200 && !readmitted.ok(); ++i) {  // bytes leave just after on_done
+    auto pending = Submit(engine, Slow());
+    readmitted = pending->submit_status;
+    if (readmitted.ok()) pending->cancel->store(true);
+    else std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_TRUE(readmitted.ok()) << readmitted;
+  running->cancel->store(true);
+}
+
 TEST_F(SchedulerTest, ConcurrencyRunsRequestsSideBySide) {
   auto engine = MakeTestEngine(kTokenDelayMs, /*max_queue=*/0, /*max_concurrency=*/2);
   auto a = Submit(*engine, Slow());
