@@ -67,7 +67,7 @@ struct Int8GemmArgs {
 // ---- dense GEMV (bf16 / fp32 weights) --------------------------------------------------
 //
 // Decode's matrix-vector product with full-precision weights: y[r] = sum_k w[r][k] * x[k]
-// (+ bias[r]). Memory-bound: each thread streams a contiguous range of rows.
+// (+ bias[r]). Memory-bound: threads take contiguous chunks of ~128 KiB of rows.
 // Semantics (every ISA): a row's sum is one F16 fma chain over the 16-wide chunks of k in
 // order (bf16 weights widened exactly to fp32; the tail chunk's missing lanes are 0 in
 // both w and x), then ReduceAdd (the fixed tree of simd/README.md), then + bias[r] in fp32.
@@ -131,7 +131,7 @@ struct KernelSet {
                         int64_t ldq, float* scale);
   // workspace: Int8GemmWorkspaceBytes(m, k) bytes, 64-byte aligned.
   void (*int8_gemm)(const Int8GemmArgs& args, void* workspace);
-  // No workspace; OpenMP-parallel over rows.
+  // No workspace; OpenMP-parallel over chunks of rows.
   void (*gemv)(const GemvArgs& args);
   // workspace: SelfAttentionWorkspaceBytes(t, hd, threads) bytes, 64-byte aligned.
   void (*self_attention)(const SelfAttentionArgs& args, void* workspace);
