@@ -42,6 +42,7 @@ struct Layer {
   std::vector<std::vector<int8_t>> packed;
   std::vector<int32_t> row_sum;
   std::vector<float> scale, bias;
+  mutable size_t next = 0;  // the rotation continues across calls (ISAs), so no copy is warm
   Layer(int64_t k_, int64_t n_, int64_t min_bytes) : n(n_), k(k_) {
     const int64_t bytes = mk::PackedInt8Bytes(n, k);
     copies = std::max<int64_t>(1, (min_bytes + bytes - 1) / bytes);
@@ -63,7 +64,7 @@ struct Layer {
     a.x = x.data();
     a.m = m;
     a.ldx = k;
-    a.w = packed[0].data();
+    a.w = packed[next++ % packed.size()].data();
     a.w_row_sum = row_sum.data();
     a.n = n;
     a.k = k;
@@ -73,7 +74,7 @@ struct Layer {
     a.ldy = n;
     mk::Int8Gemm(ks, a);  // warm-up
     return Best(reps, [&](int i) {
-      a.w = packed[static_cast<size_t>(i) % packed.size()].data();
+      a.w = packed[next++ % packed.size()].data();  // never a copy touched since the last lap
       mk::Int8Gemm(ks, a);
     });
   }
@@ -84,6 +85,7 @@ struct DenseLayer {
   mk::GemvWeights type;
   int64_t n, k, bytes;
   std::vector<std::vector<uint16_t>> w;  // bf16, or fp32 as pairs of uint16
+  mutable size_t next = 0;  // as Layer::next
   DenseLayer(mk::GemvWeights type_, int64_t k_, int64_t n_, int64_t min_bytes)
       : type(type_), n(n_), k(k_) {
     const int64_t elem = type == mk::GemvWeights::kBFloat16 ? 2 : 4;
@@ -100,7 +102,7 @@ struct DenseLayer {
     for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 251) / 125.f - 1.f;
     mk::GemvArgs a;
     a.type = type;
-    a.w = w[0].data();
+    a.w = w[next++ % w.size()].data();
     a.n = n;
     a.k = k;
     a.ldw = k;
@@ -109,7 +111,7 @@ struct DenseLayer {
     a.y = y.data();
     mk::Gemv(ks, a);  // warm-up
     return Best(reps, [&](int i) {
-      a.w = w[static_cast<size_t>(i) % w.size()].data();
+      a.w = w[next++ % w.size()].data();  // never a copy touched since the last lap
       mk::Gemv(ks, a);
     });
   }

@@ -2,38 +2,20 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "engine/weights/weight_store.h"
 
 namespace moondream {
 namespace {
 
 constexpr int64_t kChunkElements = 1 << 22;  // fp32 elements converted at a time (16 MB)
 
-at::ScalarType SourceDtype(DType dtype) {
-  switch (dtype) {
-    case DType::kF16: return at::kHalf;
-    case DType::kBF16: return at::kBFloat16;
-    case DType::kF32: return at::kFloat;
-  }
-  return at::kHalf;
-}
-
-at::Tensor View(const TensorView& view) {
-  const auto dtype = SourceDtype(view.dtype);
-  void* data = const_cast<uint8_t*>(view.data);
-  if (reinterpret_cast<uintptr_t>(data) % DTypeSize(view.dtype) != 0) {
-    at::Tensor copy = at::empty(view.shape, at::TensorOptions().dtype(dtype));
-    std::memcpy(copy.data_ptr(), view.data, view.nbytes);
-    return copy;
-  }
-  return at::from_blob(data, view.shape, at::TensorOptions().dtype(dtype));
-}
 
 std::string Label(const std::string& name) {
   std::string s(absl::StripPrefix(name, "model."));
@@ -169,7 +151,7 @@ struct Source {
   absl::StatusOr<at::Tensor> Rows(const std::string& name, int64_t r0 = 0, int64_t r1 = -1) const {
     auto v = Find(name);
     if (!v.ok()) return v.status();
-    at::Tensor t = View(**v);
+    at::Tensor t = SourceView(**v);
     if (r1 >= 0) t = t.slice(0, r0, r1);
     return t.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
   }
@@ -178,7 +160,7 @@ struct Source {
     auto v = Find(name);
     if (!v.ok()) return v.status();
     if ((*v)->shape.size() != 2) return absl::InvalidArgumentError(absl::StrCat(name, " is not 2-D"));
-    const at::Tensor t = View(**v);
+    const at::Tensor t = SourceView(**v);
     const int64_t out = t.size(0), in = t.size(1);
     const int64_t step = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(in, 1));
     at::Tensor m = at::zeros({in}, at::kFloat);

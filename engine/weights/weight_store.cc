@@ -17,26 +17,6 @@
 namespace moondream {
 namespace {
 
-at::ScalarType SourceDtype(DType dtype) {
-  switch (dtype) {
-    case DType::kF16: return at::kHalf;
-    case DType::kBF16: return at::kBFloat16;
-    case DType::kF32: return at::kFloat;
-  }
-  return at::kHalf;
-}
-
-// A CPU tensor over the mmap'd bytes (copied first only if misaligned for its dtype).
-at::Tensor SourceView(const TensorView& view) {
-  const auto dtype = SourceDtype(view.dtype);
-  void* data = const_cast<uint8_t*>(view.data);
-  if (reinterpret_cast<uintptr_t>(data) % DTypeSize(view.dtype) != 0) {
-    at::Tensor copy = at::empty(view.shape, at::TensorOptions().dtype(dtype));
-    std::memcpy(copy.data_ptr(), view.data, view.nbytes);
-    return copy;
-  }
-  return at::from_blob(data, view.shape, at::TensorOptions().dtype(dtype));
-}
 
 std::string StripModel(const std::string& name) { return std::string(absl::StripPrefix(name, "model.")); }
 
@@ -48,7 +28,27 @@ const char* ComponentOf(const std::string& path) {
   return "other";
 }
 
+at::ScalarType SourceDtype(DType dtype) {
+  switch (dtype) {
+    case DType::kF16: return at::kHalf;
+    case DType::kBF16: return at::kBFloat16;
+    case DType::kF32: return at::kFloat;
+  }
+  return at::kHalf;
+}
+
 }  // namespace
+
+at::Tensor SourceView(const TensorView& view) {
+  const auto dtype = SourceDtype(view.dtype);
+  void* data = const_cast<uint8_t*>(view.data);
+  if (reinterpret_cast<uintptr_t>(data) % DTypeSize(view.dtype) != 0) {
+    at::Tensor copy = at::empty(view.shape, at::TensorOptions().dtype(dtype));
+    std::memcpy(copy.data_ptr(), view.data, view.nbytes);
+    return copy;
+  }
+  return at::from_blob(data, view.shape, at::TensorOptions().dtype(dtype));
+}
 
 absl::StatusOr<Precision> ParsePrecision(std::string_view text) {
   const std::string t = absl::AsciiStrToLower(std::string(text));

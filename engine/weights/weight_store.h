@@ -70,6 +70,10 @@ struct LoadReport {
   void WriteJson(const std::string& path) const;
 };
 
+// A CPU tensor of the file's dtype over a tensor's mmap'd bytes (copied first only if they
+// are misaligned for the dtype). Valid while the file stays mapped.
+at::Tensor SourceView(const TensorView& view);
+
 class WeightStore {
  public:
   static absl::StatusOr<std::unique_ptr<WeightStore>> Open(const std::string& safetensors_path,

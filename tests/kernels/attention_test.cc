@@ -15,50 +15,29 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "tests/kernels/kernel_test_util.h"
 
 namespace moondream::kernels {
 namespace {
 
+using test_util::Find;
+using test_util::FromBf16;
+using test_util::Random;
+using test_util::Scalar;
+using test_util::ToBf16;
+
 // ---- data --------------------------------------------------------------------------------
 
-// Deterministic uniform floats in [-amp, amp].
-std::vector<float> Random(size_t n, uint64_t seed, float amp) {
-  std::vector<float> x(n);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (float& v : x) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    v = amp * (static_cast<float>(s >> 40) / static_cast<float>(1ull << 23) - 1.f);
-  }
-  return x;
-}
 
-const KernelSet& Scalar() {
-  for (const KernelSet* ks : AllKernelSets()) {
-    if (std::string(ks->name) == "scalar") return *ks;
-  }
-  std::abort();
-}
 
-const KernelSet* Find(const std::string& name) {
-  for (const KernelSet* ks : AllKernelSets()) {
-    if (name == ks->name) return ks;
-  }
-  return nullptr;
-}
 
 // The last variant listed after ks (AllKernelSets: fastest first, so the most basic one)
 // that this CPU runs with the same attention kernels, or null: avxvnni reuses avx2's,
 // neon-dot neon's, and that variant's tests cover them.
 const KernelSet* SameKernelsAs(const KernelSet& ks) {
-  const std::vector<const KernelSet*>& all = AllKernelSets();
-  const KernelSet* same = nullptr;
-  for (auto it = std::find(all.begin(), all.end(), &ks) + 1; it < all.end(); ++it) {
-    if ((*it)->self_attention == ks.self_attention &&
-        (*it)->decode_attention == ks.decode_attention && (*it)->runs(HostCpu())) {
-      same = *it;
-    }
-  }
-  return same;
+  return test_util::SharedWith(ks, [&](const KernelSet& o) {
+    return o.self_attention == ks.self_attention && o.decode_attention == ks.decode_attention;
+  });
 }
 
 // The parameterized tests' variant; skipped when this CPU can't run it or when its
@@ -220,18 +199,6 @@ INSTANTIATE_TEST_SUITE_P(Variants, SelfAttentionTest, testing::ValuesIn(VariantN
 
 // ---- decode ------------------------------------------------------------------------------
 
-uint16_t ToBf16(float x) {  // round to nearest even (inputs are finite)
-  uint32_t bits;
-  std::memcpy(&bits, &x, 4);
-  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
-}
-
-float FromBf16(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float x;
-  std::memcpy(&x, &bits, 4);
-  return x;
-}
 
 // One segment's storage, laid out like a KV cache: [heads][capacity][row_stride], int8
 // scales [heads][capacity]; rows [0, n) are used.

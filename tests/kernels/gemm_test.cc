@@ -15,16 +15,11 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "tests/kernels/kernel_test_util.h"
 
 namespace moondream::kernels {
 namespace {
 
-const KernelSet& ScalarKernels() {
-  for (const KernelSet* ks : AllKernelSets()) {
-    if (std::string(ks->name) == "scalar") return *ks;
-  }
-  std::abort();
-}
 
 // Deterministic and fast (the lm_head weight is 100 MiB): xorshift64*.
 class Rng {
@@ -129,7 +124,7 @@ const std::vector<float>& Reference(const GemmCase& c) {
   static std::map<std::string, std::vector<float>> cache;
   const std::string key = Describe(c) + " " + std::to_string(c.ldx_pad) + " " + std::to_string(c.ldy_pad);
   auto it = cache.find(key);
-  if (it == cache.end()) it = cache.emplace(key, RunGemm(ScalarKernels(), c)).first;
+  if (it == cache.end()) it = cache.emplace(key, RunGemm(test_util::Scalar(), c)).first;
   return it->second;
 }
 
@@ -221,7 +216,7 @@ TEST_P(GemmTest, QuantizeRows) {
     };
     std::vector<int8_t> q_ref, q;
     std::vector<float> s_ref, s;
-    run(ScalarKernels(), &q_ref, &s_ref);
+    run(test_util::Scalar(), &q_ref, &s_ref);
     run(*GetParam(), &q, &s);
     EXPECT_EQ(0, std::memcmp(q_ref.data(), q.data(), q.size())) << "q, k=" << k;
     EXPECT_EQ(0, std::memcmp(s_ref.data(), s.data(), s.size() * sizeof(float))) << "scales, k=" << k;
@@ -285,7 +280,7 @@ TEST(GemmScalar, MatchesNaiveInt32) {
   a.w_scale = ones.data();
   a.y = y.data();
   a.ldy = n;
-  Int8Gemm(ScalarKernels(), a);
+  Int8Gemm(test_util::Scalar(), a);
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t j = 0; j < n; ++j) {
       int64_t sum = 0, wsum = 0;

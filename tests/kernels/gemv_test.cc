@@ -13,57 +13,25 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "tests/kernels/kernel_test_util.h"
 
 namespace moondream::kernels {
 namespace {
 
-// Deterministic uniform floats in [-amp, amp].
-std::vector<float> Random(size_t n, uint64_t seed, float amp) {
-  std::vector<float> x(n);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (float& v : x) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    v = amp * (static_cast<float>(s >> 40) / static_cast<float>(1ull << 23) - 1.f);
-  }
-  return x;
-}
+using test_util::Find;
+using test_util::FromBf16;
+using test_util::Random;
+using test_util::Scalar;
+using test_util::ToBf16;
 
-uint16_t ToBf16(float f) {  // round to nearest even (finite inputs)
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  b += 0x7FFF + ((b >> 16) & 1);
-  return static_cast<uint16_t>(b >> 16);
-}
-float FromBf16(uint16_t h) {
-  const uint32_t b = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
 
-const KernelSet& Scalar() {
-  for (const KernelSet* ks : AllKernelSets()) {
-    if (std::string(ks->name) == "scalar") return *ks;
-  }
-  std::abort();
-}
 
-const KernelSet* Find(const std::string& name) {
-  for (const KernelSet* ks : AllKernelSets()) {
-    if (name == ks->name) return ks;
-  }
-  return nullptr;
-}
+
 
 // The last variant listed after ks that this CPU runs with the same GEMV, or null: avxvnni
 // reuses avx2's, neon-dot neon's, and that variant's tests cover them.
 const KernelSet* SameGemvAs(const KernelSet& ks) {
-  const std::vector<const KernelSet*>& all = AllKernelSets();
-  const KernelSet* same = nullptr;
-  for (auto it = std::find(all.begin(), all.end(), &ks) + 1; it < all.end(); ++it) {
-    if ((*it)->gemv == ks.gemv && (*it)->runs(HostCpu())) same = *it;
-  }
-  return same;
+  return test_util::SharedWith(ks, [&](const KernelSet& o) { return o.gemv == ks.gemv; });
 }
 
 #define MD_VARIANT_OR_SKIP(ks)                                                           \
