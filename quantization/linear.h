@@ -24,6 +24,7 @@ struct Int8Matrix {
 // (values already on the grid); rel_frobenius_error is 0 for an all-zero matrix.
 struct QuantStats {
   double max_abs_error = 0, rel_frobenius_error = 0, sqnr_db = 0, clipped_fraction = 0;
+  double sum_sq = 0;  // Σw² in fp64: lets a caller that quantizes in chunks combine stats
 };
 
 // w: [out, in] fp16/bf16/fp32. Symmetric per output row: scale = max|w_row|/127,

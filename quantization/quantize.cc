@@ -158,6 +158,7 @@ void FillStats(const ErrorSums& sums, int64_t numel, QuantStats* stats) {
   stats->sqnr_db = sums.err2 > 0 ? 10.0 * std::log10(sums.w2 / sums.err2)
                                  : std::numeric_limits<double>::infinity();
   stats->clipped_fraction = numel ? static_cast<double>(sums.clipped) / numel : 0.0;
+  stats->sum_sq = sums.w2;
 }
 
 // src: CPU [out, in] fp16/bf16/fp32. Quantizes rows [r0, r1) into m; returns the first row
