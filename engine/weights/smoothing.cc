@@ -211,13 +211,7 @@ absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
     scalings_[ln + ".bias"].rows = s.reciprocal();
     for (const std::string& lin : linears) {
       scalings_[lin + ".weight"].cols = s;
-      SmoothingStats& st = stats_[Label(lin)];
-      st.applied = true;
-      st.source = Label(ln);
-      st.input_spread_before = Spread(a);
-      st.input_spread_after = Spread(a / s);
-      st.scale_min = s.min().item<double>();
-      st.scale_max = s.max().item<double>();
+      RecordInput(lin, ln, a, s);
     }
     return std::make_pair(gamma, beta);
   };
@@ -250,15 +244,7 @@ absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
   at::Tensor rows = at::ones({3 * d}, at::kFloat);
   rows.slice(0, 2 * d, 3 * d).copy_(sv.reciprocal());
   scalings_[proj + ".weight"].cols = sv;
-  {
-    SmoothingStats& st = stats_[Label(proj)];
-    st.applied = true;
-    st.source = Label(prefix + ".attn.v");
-    st.input_spread_before = Spread(rv);
-    st.input_spread_after = Spread(rv / sv);
-    st.scale_min = sv.min().item<double>();
-    st.scale_max = sv.max().item<double>();
-  }
+  RecordInput(proj, prefix + ".attn.v", rv, sv);
   SmoothingStats& qst = stats_[Label(qkv)];
   const int64_t heads = text && options_.text_heads > 0 ? options_.text_heads : 1;
   qst.value_spread_before = HeadSpread(rv, heads);
@@ -309,14 +295,19 @@ absl::Status SmoothingPlan::ComputePostLn(const std::string& ln, const std::stri
   scalings_[ln + ".weight"].rows = s.reciprocal();
   scalings_[ln + ".bias"].rows = s.reciprocal();
   scalings_[linear + ".weight"].cols = doubled ? at::cat({s, s}) : s;
+  RecordInput(linear, ln, a, s);
+  return absl::OkStatus();
+}
+
+void SmoothingPlan::RecordInput(const std::string& linear, const std::string& source,
+                                           const at::Tensor& range, const at::Tensor& s) {
   SmoothingStats& st = stats_[Label(linear)];
   st.applied = true;
-  st.source = Label(ln);
-  st.input_spread_before = Spread(a);
-  st.input_spread_after = Spread(a / s);
+  st.source = Label(source);
+  st.input_spread_before = Spread(range);
+  st.input_spread_after = Spread(range / s);
   st.scale_min = s.min().item<double>();
   st.scale_max = s.max().item<double>();
-  return absl::OkStatus();
 }
 
 }  // namespace moondream

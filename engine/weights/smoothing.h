@@ -81,6 +81,10 @@ class SmoothingPlan {
   absl::Status Compute(const std::string& group);
   absl::Status ComputeBlock(const std::string& prefix, bool text);
   absl::Status ComputePostLn(const std::string& ln, const std::string& linear, bool doubled);
+  // Marks `linear`'s input as smoothed from `source`: channel ranges `range` before, divided
+  // by the scales `s` after.
+  void RecordInput(const std::string& linear, const std::string& source,
+                              const at::Tensor& range, const at::Tensor& s);
 
   const SafetensorsFile* file_;
   SmoothingOptions options_;

@@ -24,7 +24,9 @@ using test_util::Find;
 using test_util::FromBf16;
 using test_util::Random;
 using test_util::Scalar;
+using test_util::TestName;
 using test_util::ToBf16;
+using test_util::VariantNames;
 
 // ---- data --------------------------------------------------------------------------------
 
@@ -51,17 +53,6 @@ const KernelSet* SameKernelsAs(const KernelSet& ks) {
                  << " (tested there)";                                                   \
   }
 
-std::vector<std::string> VariantNames() {
-  std::vector<std::string> names;
-  for (const KernelSet* ks : AllKernelSets()) names.push_back(ks->name);
-  return names;
-}
-
-std::string TestName(const testing::TestParamInfo<std::string>& info) {
-  std::string name = info.param;
-  std::replace(name.begin(), name.end(), '-', '_');
-  return name;
-}
 
 // Outputs are compared as bytes: the contract is bit-identity, NaN payloads included.
 bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {

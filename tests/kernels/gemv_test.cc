@@ -22,7 +22,9 @@ using test_util::Find;
 using test_util::FromBf16;
 using test_util::Random;
 using test_util::Scalar;
+using test_util::TestName;
 using test_util::ToBf16;
+using test_util::VariantNames;
 
 
 
@@ -42,17 +44,6 @@ const KernelSet* SameGemvAs(const KernelSet& ks) {
     GTEST_SKIP() << GetParam() << ": the GEMV of " << same->name << " (tested there)";   \
   }
 
-std::vector<std::string> VariantNames() {
-  std::vector<std::string> names;
-  for (const KernelSet* ks : AllKernelSets()) names.push_back(ks->name);
-  return names;
-}
-
-std::string TestName(const testing::TestParamInfo<std::string>& info) {
-  std::string name = info.param;
-  std::replace(name.begin(), name.end(), '-', '_');
-  return name;
-}
 
 // ---- problems ------------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "kernels/kernels.h"
 
 namespace moondream::kernels::test_util {
@@ -35,6 +37,19 @@ inline float FromBf16(uint16_t h) {
   float f;
   std::memcpy(&f, &b, 4);
   return f;
+}
+
+// Every variant's name, for parameterized tests, and a gtest-safe test name for it.
+inline std::vector<std::string> VariantNames() {
+  std::vector<std::string> names;
+  for (const KernelSet* ks : AllKernelSets()) names.push_back(ks->name);
+  return names;
+}
+
+inline std::string TestName(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name = info.param;
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
 }
 
 inline const KernelSet& Scalar() {
