@@ -27,6 +27,12 @@ enum class CaptionLength { kShort, kNormal };
 
 enum class FinishReason { kNone, kStop, kLength };
 
+// What happens to an image's alpha channel before the model sees it. The reference (and
+// so the default) drops it, as Pillow's convert("RGB") does: transparent pixels show the
+// colour stored under them, often black. kFlattenOntoWhite composites onto white first,
+// as meme_search's own provider does (its issue #147).
+enum class Transparency { kServerDefault, kDrop, kFlattenOntoWhite };
+
 // Sampling settings; the defaults are greedy decoding, like the reference.
 struct GenerationSettings {
   int max_tokens = 0;        // 0 = model default (512)
@@ -43,6 +49,7 @@ struct Request {
   std::string model;         // empty = default model
   std::string image_bytes;   // encoded image file (JPEG/PNG/WebP/GIF) ...
   std::string image_handle;  // ... or a handle from an earlier EncodeImage
+  Transparency transparency = Transparency::kServerDefault;  // applies to image_bytes
   CaptionLength caption_length = CaptionLength::kNormal;
   std::string text;  // the question (Query) or object name (Detect, Point)
   GenerationSettings settings;

@@ -199,7 +199,9 @@ struct Engine::Impl {
         scheduler(SchedulerOptions{o.max_queue, o.max_concurrency, Seconds(o.queue_timeout_s),
                                    o.max_queued_bytes},
                   &cache),
-        max_deadline(Seconds(o.max_deadline_s)) {}
+        max_deadline(Seconds(o.max_deadline_s)),
+        default_transparency(o.flatten_transparency ? Transparency::kFlattenOntoWhite
+                                                    : Transparency::kDrop) {}
 
   const Model* Find(const std::string& name) const {
     if (name.empty()) return models.front().get();
@@ -223,6 +225,7 @@ struct Engine::Impl {
   ImageCache cache;
   Scheduler scheduler;  // joins its workers before the models go
   const Clock::duration max_deadline;
+  const Transparency default_transparency;
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
@@ -253,6 +256,9 @@ absl::Status Engine::Submit(Request request, Callbacks callbacks) {
   const Clock::time_point now = Clock::now();
   if (request.deadline - now > impl_->max_deadline) request.deadline = now + impl_->max_deadline;
   if (!request.cancel) request.cancel = std::make_shared<CancelFlag>(false);
+  if (request.transparency == Transparency::kServerDefault) {
+    request.transparency = impl_->default_transparency;
+  }
   return impl_->scheduler.Enqueue(std::move(request), std::move(callbacks), model);
 }
 

@@ -42,6 +42,9 @@ struct EngineOptions {
   uint64_t image_cache_bytes = 160ull << 20;
   double image_cache_ttl_s = 3600;
   uint64_t max_image_pixels = 50'000'000;  // decompression-bomb guard
+  // Requests with Transparency::kServerDefault: flatten alpha onto white (true) or drop
+  // it like the reference (false).
+  bool flatten_transparency = false;
   int test_model_token_delay_ms = 0;       // slows the test model (tests of deadlines)
   int test_model_load_delay_ms = 0;        // slows its load (tests of signals while loading)
 };

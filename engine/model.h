@@ -30,6 +30,7 @@ struct RunContext {
   const CancelFlag* cancel = nullptr;
   std::function<void(std::string_view)> on_text;  // streaming; may be empty
   Timings* timings = nullptr;                      // stages add their time here
+  bool flatten_transparency = false;               // image decode: alpha onto white
 
   // OK, CANCELLED or DEADLINE_EXCEEDED. Models call it between steps so that a
   // request stops within one token step.

@@ -224,6 +224,7 @@ absl::StatusOr<Result> Scheduler::Execute(const Job& job, Timings* timings) {
   ctx.cancel = job.request.cancel.get();
   ctx.on_text = job.callbacks.on_text;
   ctx.timings = timings;
+  ctx.flatten_transparency = job.request.transparency == Transparency::kFlattenOntoWhite;
   if (absl::Status alive = ctx.CheckAlive(); !alive.ok()) {
     return QueuedError(alive, timings->queue_ms);
   }

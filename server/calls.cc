@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "engine/log.h"
+#include "server/auth.h"
 #include "server/convert.h"
 #include "server/status.h"
 
@@ -27,10 +28,46 @@ double MillisecondsSince(Clock::time_point start) {
 
 }  // namespace
 
-CallRecord::CallRecord(Metrics* metrics, const ModelCatalog* catalog, const char* method,
-                       std::string requested_model)
+Backend::Backend(Engine* engine) : engine(engine) {
+  for (const ModelInfo& info : engine->ListModels()) {
+    catalog.models[info.name] = {info.precision, info.device};
+    if (info.is_default) catalog.default_model = info.name;
+  }
+}
+
+ServingState::ServingState(Metrics* metrics, std::string api_key)
+    : metrics_(metrics), api_key_(std::move(api_key)) {}
+ServingState::~ServingState() = default;
+
+void ServingState::AttachEngine(Engine* engine) {
+  storage_ = std::make_unique<Backend>(engine);
+  backend_.store(storage_.get());
+}
+
+absl::StatusOr<const Backend*> ServingState::Admit(std::string_view authorization) const {
+  if (!api_key_.empty() && !BearerMatches(authorization, api_key_)) {
+    return absl::UnauthenticatedError(
+        "missing or wrong API key: send \"Authorization: Bearer <key>\" (--api-key)");
+  }
+  const Backend* backend = backend_.load();
+  if (backend == nullptr) {
+    return absl::UnavailableError("the server is loading its models; retry shortly");
+  }
+  return backend;
+}
+
+CallRecord ServingState::Record(const char* transport, const char* method,
+                                std::string model) const {
+  const Backend* backend = backend_.load();
+  return CallRecord(metrics_, backend ? &backend->catalog : nullptr, transport, method,
+                    std::move(model));
+}
+
+CallRecord::CallRecord(Metrics* metrics, const ModelCatalog* catalog, const char* transport,
+                       const char* method, std::string requested_model)
     : metrics_(metrics),
       catalog_(catalog),
+      transport_(transport),
       method_(method),
       requested_model_(std::move(requested_model)) {}
 
@@ -43,11 +80,11 @@ std::string_view CallRecord::ModelLabel(const Result* result) const {
                                                   : kUnknownModel;
 }
 
-void CallRecord::Report(const grpc::Status& status, const Result* result) const {
+void CallRecord::Report(const absl::Status& status, const Result* result) const {
   const double total_ms = MillisecondsSince(start_);
-  const char* code = GrpcCodeName(status.error_code());
+  const std::string code = absl::StatusCodeToString(status.code());  // gRPC's code names
   const std::string_view model = ModelLabel(result);
-  RequestOutcome outcome{method_, model, "", "", code, total_ms / 1000.0, result};
+  RequestOutcome outcome{transport_, method_, model, "", "", code, total_ms / 1000.0, result};
   if (catalog_ != nullptr) {
     auto it = catalog_->models.find(std::string(model));
     if (it != catalog_->models.end()) {
@@ -58,19 +95,20 @@ void CallRecord::Report(const grpc::Status& status, const Result* result) const 
   metrics_->ObserveRequest(outcome);
   if (!status.ok()) {
     Log(LogLevel::kInfo, "request",
-        {{"method", method_}, {"model", model}, {"code", code}, {"total_ms", total_ms},
-         {"message", status.error_message()}});
+        {{"transport", transport_}, {"method", method_}, {"model", model}, {"code", code},
+         {"total_ms", total_ms}, {"message", std::string(status.message())}});
     return;
   }
   if (result == nullptr) {  // ListModels, GetModel
     Log(LogLevel::kInfo, "request",
-        {{"method", method_}, {"model", model}, {"code", code}, {"total_ms", total_ms}});
+        {{"transport", transport_}, {"method", method_}, {"model", model}, {"code", code},
+         {"total_ms", total_ms}});
     return;
   }
   const Timings& t = result->timings;
   Log(LogLevel::kInfo, "request",
-      {{"method", method_}, {"model", model}, {"code", code}, {"total_ms", total_ms},
-       {"queue_ms", t.queue_ms}, {"image_decode_ms", t.image_decode_ms},
+      {{"transport", transport_}, {"method", method_}, {"model", model}, {"code", code},
+       {"total_ms", total_ms}, {"queue_ms", t.queue_ms}, {"image_decode_ms", t.image_decode_ms},
        {"vision_encode_ms", t.vision_encode_ms}, {"prefill_ms", t.prefill_ms},
        {"decode_ms", t.decode_ms}, {"ttft_ms", t.time_to_first_token_ms},
        {"prompt_tokens", result->usage.prompt_tokens},
@@ -82,9 +120,8 @@ UnaryCall::UnaryCall(CallRecord record, std::shared_ptr<CancelFlag> cancel,
     : record_(std::move(record)), cancel_(std::move(cancel)), deadline_(deadline) {}
 
 void UnaryCall::Complete(const absl::Status& status, const Result* result) {
-  const grpc::Status grpc_status = ToGrpcStatus(status);
-  record_.Report(grpc_status, result);
-  Finish(grpc_status);
+  record_.Report(status, result);
+  Finish(ToGrpcStatus(status));
 }
 
 void UnaryCall::OnCancel() { OnClientCancel(cancel_.get(), deadline_); }
@@ -109,12 +146,11 @@ void StreamCall::Write(std::string_view text) {
 }
 
 void StreamCall::Complete(const absl::Status& status, const Result* result) {
-  const grpc::Status grpc_status = ToGrpcStatus(status);
-  record_.Report(grpc_status, result);
+  record_.Report(status, result);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (result != nullptr && !broken_) pending_.push_back(FinalChunk(*result));
-    status_ = grpc_status;
+    status_ = ToGrpcStatus(status);
   }
   Pump();
 }

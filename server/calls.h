@@ -1,7 +1,9 @@
-// Per-RPC state of the callback service: the record of one call (metrics + the
-// per-request log line) and the two reactors that finish calls from engine threads.
+// Per-call state shared by the transports: the loaded models and the record of one call
+// (metrics + the per-request log line); and the two gRPC reactors that finish calls from
+// engine threads.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <memory>
@@ -14,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "engine/api.h"
+#include "engine/engine.h"
 #include "moondream/v1/moondream.pb.h"
 #include "server/metrics.h"
 
@@ -28,19 +31,56 @@ struct ModelCatalog {
   std::map<std::string, Labels> models;
 };
 
+// The engine once its models are loaded, with their catalog.
+struct Backend {
+  explicit Backend(Engine* engine);
+  Engine* engine;
+  ModelCatalog catalog;
+};
+
+class CallRecord;
+
+// What the transports share: the metrics, the API key, and the engine once it is loaded
+// (published atomically, so calls before it answer "loading").
+class ServingState {
+ public:
+  // `api_key`: when not empty, every call needs "Authorization: Bearer <key>".
+  ServingState(Metrics* metrics, std::string api_key);
+  ~ServingState();
+
+  void AttachEngine(Engine* engine);  // once; `engine` must outlive the transports
+  void SetDraining() { draining_ = true; }
+  bool draining() const { return draining_; }
+  const Backend* backend() const { return backend_.load(); }  // null while loading
+  Metrics* metrics() const { return metrics_; }
+
+  // The backend a call runs on, or why not: UNAUTHENTICATED when `authorization` (the
+  // header or metadata value) does not carry the key, UNAVAILABLE while loading.
+  absl::StatusOr<const Backend*> Admit(std::string_view authorization) const;
+  CallRecord Record(const char* transport, const char* method, std::string model) const;
+
+ private:
+  Metrics* const metrics_;
+  const std::string api_key_;
+  std::unique_ptr<Backend> storage_;
+  std::atomic<const Backend*> backend_{nullptr};
+  std::atomic<bool> draining_{false};
+};
+
 // What one call reports when it ends: a log line at info and the request metrics.
 class CallRecord {
  public:
-  // `catalog` may be null while models load.
-  CallRecord(Metrics* metrics, const ModelCatalog* catalog, const char* method,
-             std::string requested_model);
-  void Report(const grpc::Status& status, const Result* result) const;
+  // `catalog` may be null while models load. transport: "grpc" or "http".
+  CallRecord(Metrics* metrics, const ModelCatalog* catalog, const char* transport,
+             const char* method, std::string requested_model);
+  void Report(const absl::Status& status, const Result* result) const;
 
  private:
   std::string_view ModelLabel(const Result* result) const;
 
   Metrics* metrics_;
   const ModelCatalog* catalog_;
+  const char* transport_;
   const char* method_;
   std::string requested_model_;
   Clock::time_point start_ = Clock::now();

@@ -1,5 +1,6 @@
-// moondream-server: listens early (health NOT_SERVING), loads the models, serves;
-// on SIGTERM/SIGINT goes NOT_SERVING, drains the engine and exits 0. A signal while the
+// moondream-server: listens early (gRPC health NOT_SERVING, /readyz 503), loads the
+// models, serves gRPC and HTTP; on SIGTERM/SIGINT goes NOT_SERVING, drains the engine and
+// exits 0. A signal while the
 // models load ends the process at once with 0 (nothing is in flight; a load can take
 // minutes and would otherwise run into the orchestrator's SIGKILL).
 #include <fcntl.h>
@@ -16,6 +17,8 @@
 #include "engine/engine.h"
 #include "engine/log.h"
 #include "server/grpc_server.h"
+#include "server/http_server.h"
+#include "server/http_service.h"
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/service.h"
@@ -85,11 +88,64 @@ int Fail(const char* event, const absl::Status& status) {
   return 1;
 }
 
-void Drain(grpc::Server* server, Engine* engine, const ServerOptions& options, int signal) {
+// The HTTP listeners: --http-listen (every route) and --metrics-listen (operational
+// routes only); either may be off.
+struct HttpListeners {
+  std::unique_ptr<http::HttpServer> api, ops;
+
+  void Shutdown() {
+    const auto deadline = std::chrono::steady_clock::now() + kShutdownTimeout;
+    if (api) api->Shutdown(deadline);
+    if (ops) ops->Shutdown(deadline);
+  }
+};
+
+// A body carries the image base64-encoded (4/3 of its bytes) plus the JSON around it.
+constexpr size_t kJsonOverheadBytes = 64 << 10;
+
+absl::StatusOr<std::unique_ptr<http::HttpServer>> StartHttp(const std::string& listen,
+                                                            const ServerOptions& options,
+                                                            http::Handler handler) {
+  if (listen.empty()) return nullptr;
+  http::HttpServerOptions http_options;
+  http_options.listen = listen;
+  http_options.max_body_bytes = size_t(options.max_message_bytes) / 3 * 4 + kJsonOverheadBytes;
+  http_options.error_body = HttpService::ErrorBody;
+  const auto timeout = std::chrono::seconds(absl::ToInt64Seconds(options.http_read_timeout));
+  http_options.read_timeout = timeout;
+  http_options.write_timeout = timeout;
+  http_options.max_connections = options.http_max_connections;
+  return http::HttpServer::Start(http_options, std::move(handler));
+}
+
+absl::StatusOr<HttpListeners> StartHttpListeners(const ServerOptions& options,
+                                                 HttpService* service) {
+  HttpListeners listeners;
+  absl::StatusOr<std::unique_ptr<http::HttpServer>> api =
+      StartHttp(options.http_listen, options, service->ApiHandler());
+  if (!api.ok()) return api.status();
+  absl::StatusOr<std::unique_ptr<http::HttpServer>> ops =
+      StartHttp(options.metrics_listen, options, service->OpsHandler());
+  if (!ops.ok()) return ops.status();
+  listeners.api = *std::move(api);
+  listeners.ops = *std::move(ops);
+  return listeners;
+}
+
+std::string BoundAddress(const std::string& listen, const std::unique_ptr<http::HttpServer>& server) {
+  return server ? WithPort(listen, server->port()) : "";
+}
+
+// Not ready first (gRPC health, /readyz), then the engine finishes its work, then the
+// transports close.
+void Drain(grpc::Server* server, ServingState* state, HttpListeners* http, Engine* engine,
+           const ServerOptions& options, int signal) {
   Log(LogLevel::kInfo, "draining",
       {{"signal", signal}, {"grace", absl::FormatDuration(options.drain_grace)}});
+  state->SetDraining();
   SetServing(server, false);
   engine->Drain(absl::ToChronoNanoseconds(options.drain_grace));
+  http->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + kShutdownTimeout);
   server->Wait();
 }
@@ -101,15 +157,21 @@ int Run(int argc, char** argv) {
   SetLogLevel(options->server.log_level);
   LogOptions(*options);
 
-  absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create(options->server.metrics_listen);
-  if (!metrics.ok()) return Fail("metrics_failed", metrics.status());
-  MoondreamService service(metrics->get());
+  Metrics metrics;
+  ServingState state(&metrics, options->server.api_key);
+  MoondreamService service(&state);
+  HttpService http_service(&state);
   absl::StatusOr<StartedServer> grpc = StartGrpcServer(options->server, &service);
   if (!grpc.ok()) return Fail("listen_failed", grpc.status());
-  const int metrics_port = (*metrics)->port();
+  absl::StatusOr<HttpListeners> http = StartHttpListeners(options->server, &http_service);
+  if (!http.ok()) {
+    grpc->server->Shutdown();
+    return Fail("listen_failed", http.status());
+  }
   Log(LogLevel::kInfo, "listening",
       {{"address", grpc->address},
-       {"metrics", metrics_port ? WithPort(options->server.metrics_listen, metrics_port) : ""}});
+       {"metrics", BoundAddress(options->server.metrics_listen, http->ops)},
+       {"http", BoundAddress(options->server.http_listen, http->api)}});
 
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       LoadOrExitOnSignal([&] { return Engine::Create(options->engine); });
@@ -117,13 +179,13 @@ int Run(int argc, char** argv) {
     grpc->server->Shutdown();
     return Fail("model_load_failed", engine.status());
   }
-  service.AttachEngine(engine->get());
-  (*metrics)->AttachEngine(engine->get());
+  state.AttachEngine(engine->get());
+  metrics.AttachEngine(engine->get());
   SetServing(grpc->server.get(), true);
   Log(LogLevel::kInfo, "serving", {{"address", grpc->address}});
 
-  Drain(grpc->server.get(), engine->get(), options->server, WaitForSignal());
-  metrics->reset();  // stop scrapes before the engine goes away
+  Drain(grpc->server.get(), &state, &*http, engine->get(), options->server, WaitForSignal());
+  metrics.AttachEngine(nullptr);  // the HTTP listeners are closed; detach before the engine goes
   Log(LogLevel::kInfo, "stopped");
   return 0;
 }

@@ -36,11 +36,12 @@ Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       requests_(BuildCounter()
                     .Name("moondream_requests_total")
-                    .Help("RPCs finished, by method, model and gRPC status code")
+                    .Help("Calls finished, by transport (grpc, http), method, model and "
+                          "gRPC status code")
                     .Register(*registry_)),
       request_duration_(BuildHistogram()
                             .Name("moondream_request_duration_seconds")
-                            .Help("Server-side RPC latency, by method and model")
+                            .Help("Server-side call latency, by transport, method and model")
                             .Register(*registry_)),
       stage_duration_(BuildHistogram()
                           .Name("moondream_stage_duration_seconds")
@@ -135,17 +136,6 @@ Metrics::Metrics()
 
 Metrics::~Metrics() = default;
 
-absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& listen) {
-  std::unique_ptr<Metrics> metrics(new Metrics());
-  if (listen.empty()) return metrics;
-  const Metrics* raw = metrics.get();
-  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
-      MetricsHttpServer::Start(listen, [raw] { return raw->Render(); });
-  if (!http.ok()) return http.status();
-  metrics->http_ = *std::move(http);
-  return metrics;
-}
-
 std::string Metrics::Render() const {
   RefreshEngineGauges();
   return prometheus::TextSerializer().Serialize(registry_->Collect());
@@ -212,10 +202,15 @@ void Metrics::RefreshEngineGauges() const {
 }
 
 void Metrics::ObserveRequest(const RequestOutcome& outcome) {
+  const std::string transport(outcome.transport);
   const std::string method(outcome.method);
   const std::string model(outcome.model);
-  requests_.Add({{"method", method}, {"model", model}, {"code", outcome.code}}).Increment();
-  request_duration_.Add({{"method", method}, {"model", model}}, LatencyBuckets())
+  requests_
+      .Add({{"transport", transport}, {"method", method}, {"model", model},
+            {"code", std::string(outcome.code)}})
+      .Increment();
+  request_duration_
+      .Add({{"transport", transport}, {"method", method}, {"model", model}}, LatencyBuckets())
       .Observe(outcome.seconds);
   if (outcome.result == nullptr) return;
   ObserveStages(outcome, outcome.result->timings);

@@ -1,4 +1,5 @@
-// Prometheus metrics on their own HTTP port (prometheus-cpp core; see metrics_http.h).
+// Prometheus metrics (prometheus-cpp core), rendered for GET /metrics by the HTTP front
+// (server/http_service.h) on --metrics-listen and --http-listen.
 //
 // Request metrics are observed by the service as calls finish; engine gauges (queue
 // depth, in-flight, caches, resident memory) are refreshed from Engine::Stats() at
@@ -16,30 +17,27 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
-#include "absl/status/statusor.h"
 #include "engine/engine.h"
-#include "server/metrics_http.h"
 
 namespace moondream::server {
 
-// One finished RPC, as labelled in the metrics.
+// One finished call, as labelled in the metrics.
 struct RequestOutcome {
-  std::string_view method;     // "Caption", "StreamQuery", ...
+  std::string_view transport;  // "grpc" or "http"
+  std::string_view method;     // "Caption", "StreamQuery", "ChatCompletions", ...
   std::string_view model;      // served or requested model ("unknown" when not loaded)
   std::string_view precision;  // of that model ("" when unknown)
   std::string_view device;
-  const char* code = "OK";     // gRPC code name
+  std::string_view code = "OK";  // gRPC code name
   double seconds = 0;          // wall time seen by the server
   const Result* result = nullptr;  // set when the call succeeded
 };
 
 class Metrics {
  public:
-  // Serves /metrics on `listen` (host:port; port 0 picks one); empty = no HTTP endpoint.
-  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& listen);
+  Metrics();
   ~Metrics();
 
-  int port() const { return http_ ? http_->port() : 0; }  // 0 when disabled
   // The Prometheus text exposition of every series (what /metrics serves).
   std::string Render() const;
   // Publishes per-model gauges and refreshes engine gauges from `engine` at each scrape.
@@ -48,7 +46,6 @@ class Metrics {
   void ObserveRequest(const RequestOutcome& outcome);
 
  private:
-  Metrics();
   void RefreshEngineGauges() const;
   void PublishModel(const ModelInfo& info);
   void ObserveStages(const RequestOutcome& outcome, const Timings& timings);
@@ -78,7 +75,6 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& quantization_max_abs_error_;
   prometheus::Family<prometheus::Gauge>& quantization_clipped_;
   prometheus::Family<prometheus::Gauge>& quantization_smoothing_;
-  std::unique_ptr<MetricsHttpServer> http_;  // last: stops before the families go
 };
 
 }  // namespace moondream::server

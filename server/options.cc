@@ -23,7 +23,21 @@ const moondream::EngineOptions kEngineDefaults;
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address host:port (port 0 picks one)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
-          "Prometheus /metrics listen address host:port; empty disables");
+          "Operational HTTP (/metrics, /healthz, /readyz) on host:port; empty disables");
+ABSL_FLAG(std::string, http_listen, "",
+          "OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models) plus /metrics, "
+          "/healthz and /readyz on host:port (port 0 picks one); empty = off");
+ABSL_FLAG(absl::Duration, http_read_timeout, absl::Seconds(30),
+          "HTTP: a whole request (headers and body) must arrive within this, and a client "
+          "must take each write within it; idle kept-alive connections close after it");
+ABSL_FLAG(int, http_max_connections, 256,
+          "HTTP: open connections per listener; beyond, 503 and close");
+ABSL_FLAG(std::string, api_key, "",
+          "When set, gRPC calls and /v1 requests need \"Authorization: Bearer <key>\"; "
+          "prefer the environment (MOONDREAM_API_KEY) to the command line");
+ABSL_FLAG(bool, flatten_transparency, false,
+          "Composite transparent images onto white before the model sees them (requests can "
+          "override); off = drop alpha like the reference");
 ABSL_FLAG(std::string, model, kEngineDefaults.model,
           "moondream2 (weights from --model-dir) or test (weight-free test model)");
 ABSL_FLAG(std::string, model_dir, "", "Moondream2 checkpoint directory; empty = Hugging Face cache");
@@ -142,6 +156,7 @@ EngineOptions EngineFromFlags() {
   e.max_deadline_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_max_deadline));
   e.queue_timeout_s = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_queue_timeout));
   e.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  e.flatten_transparency = absl::GetFlag(FLAGS_flatten_transparency);
   e.test_model_token_delay_ms = absl::GetFlag(FLAGS_test_model_token_delay_ms);
   e.test_model_load_delay_ms = absl::GetFlag(FLAGS_test_model_load_delay_ms);
   return e;  // Engine::Create validates model, precision and device
@@ -151,6 +166,19 @@ absl::StatusOr<ServerOptions> ServerFromFlags() {
   ServerOptions o;
   o.listen = absl::GetFlag(FLAGS_listen);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  o.api_key = absl::GetFlag(FLAGS_api_key);
+  o.http_read_timeout = absl::GetFlag(FLAGS_http_read_timeout);
+  if (o.http_read_timeout < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("--http-read-timeout=" +
+                                      absl::FormatDuration(o.http_read_timeout) +
+                                      ": expected at least 1s");
+  }
+  o.http_max_connections = absl::GetFlag(FLAGS_http_max_connections);
+  if (o.http_max_connections <= 0) {
+    return absl::InvalidArgumentError("--http-max-connections=" +
+                                      std::to_string(o.http_max_connections) + ": expected >= 1");
+  }
   const int64_t max_message = absl::GetFlag(FLAGS_max_message_bytes);
   if (max_message <= 0 || max_message > std::numeric_limits<int>::max()) {
     return absl::InvalidArgumentError("--max-message-bytes=" + std::to_string(max_message) +
@@ -217,7 +245,11 @@ void LogOptions(const Options& options) {
   const ServerOptions& s = options.server;
   const EngineOptions& e = options.engine;
   Log(LogLevel::kInfo, "config",
-      {{"listen", s.listen}, {"metrics_listen", s.metrics_listen}, {"model", e.model},
+      {{"listen", s.listen}, {"metrics_listen", s.metrics_listen},
+       {"http_listen", s.http_listen}, {"api_key", s.api_key.empty() ? "unset" : "set"},
+       {"http_read_timeout", absl::FormatDuration(s.http_read_timeout)},
+       {"http_max_connections", s.http_max_connections},
+       {"flatten_transparency", e.flatten_transparency}, {"model", e.model},
        {"model_dir", e.model_dir}, {"variants", absl::StrJoin(e.variants, ",")},
        {"device", e.device}, {"int8_skip", absl::StrJoin(e.int8_skip, ",")},
        {"int8_smoothing", e.int8_smoothing},

@@ -15,7 +15,11 @@ namespace moondream::server {
 
 struct ServerOptions {
   std::string listen;          // host:port of the gRPC server; port 0 picks one
-  std::string metrics_listen;  // host:port of /metrics; empty disables it
+  std::string metrics_listen;  // host:port of /metrics, /healthz, /readyz; empty disables it
+  std::string http_listen;     // host:port of the OpenAI-compatible API (and the above)
+  std::string api_key;         // required as "Bearer <key>" on /v1 and gRPC when not empty
+  absl::Duration http_read_timeout;  // whole request; each write; keep-alive idle
+  int http_max_connections = 0;      // per HTTP listener
   int max_message_bytes = 0;   // largest request message accepted
   int64_t grpc_memory_bytes = 0;   // grpc::ResourceQuota of the server
   int max_concurrent_streams = 0;  // GRPC_ARG_MAX_CONCURRENT_STREAMS (per connection)

@@ -9,10 +9,6 @@
 namespace moondream::server {
 namespace {
 
-absl::Status LoadingStatus() {
-  return absl::UnavailableError("the server is loading its models; retry shortly");
-}
-
 // The client's deadline (system clock, infinite = max) on the engine's steady clock.
 Clock::time_point EngineDeadline(const grpc::CallbackServerContext& ctx) {
   using std::chrono::system_clock;
@@ -27,23 +23,16 @@ Clock::time_point EngineDeadline(const grpc::CallbackServerContext& ctx) {
 
 }  // namespace
 
-MoondreamService::MoondreamService(Metrics* metrics) : metrics_(metrics) {}
+MoondreamService::MoondreamService(const ServingState* state) : state_(state) {}
 MoondreamService::~MoondreamService() = default;
 
-void MoondreamService::AttachEngine(Engine* engine) {
-  auto backend = std::make_unique<Backend>();
-  backend->engine = engine;
-  for (const ModelInfo& info : engine->ListModels()) {
-    backend->catalog.models[info.name] = {info.precision, info.device};
-    if (info.is_default) backend->catalog.default_model = info.name;
-  }
-  backend_storage_ = std::move(backend);
-  backend_.store(backend_storage_.get());
-}
-
-CallRecord MoondreamService::Record(const char* method, const std::string& model) const {
-  const Backend* backend = backend_.load();
-  return CallRecord(metrics_, backend ? &backend->catalog : nullptr, method, model);
+absl::StatusOr<const Backend*> MoondreamService::Admit(
+    const grpc::CallbackServerContext& ctx) const {
+  const auto& metadata = ctx.client_metadata();
+  const auto it = metadata.find("authorization");
+  return state_->Admit(it == metadata.end()
+                           ? std::string_view()
+                           : std::string_view(it->second.data(), it->second.size()));
 }
 
 template <typename Response>
@@ -51,10 +40,10 @@ grpc::ServerUnaryReactor* MoondreamService::RunUnary(grpc::CallbackServerContext
                                                      const char* method, Request request,
                                                      Response* response) {
   request.deadline = EngineDeadline(*ctx);
-  auto* call = new UnaryCall(Record(method, request.model), request.cancel, request.deadline);
-  const Backend* backend = backend_.load();
-  if (backend == nullptr) {
-    call->Complete(LoadingStatus(), nullptr);
+  auto* call = new UnaryCall(state_->Record("grpc", method, request.model), request.cancel, request.deadline);
+  const absl::StatusOr<const Backend*> backend = Admit(*ctx);
+  if (!backend.ok()) {
+    call->Complete(backend.status(), nullptr);
     return call;
   }
   Callbacks callbacks;
@@ -62,7 +51,7 @@ grpc::ServerUnaryReactor* MoondreamService::RunUnary(grpc::CallbackServerContext
     if (result.ok()) FillResponse(*result, response);
     call->Complete(result.status(), result.ok() ? &*result : nullptr);
   };
-  const absl::Status submitted = backend->engine->Submit(std::move(request), std::move(callbacks));
+  const absl::Status submitted = (*backend)->engine->Submit(std::move(request), std::move(callbacks));
   if (!submitted.ok()) call->Complete(submitted, nullptr);
   return call;
 }
@@ -70,10 +59,10 @@ grpc::ServerUnaryReactor* MoondreamService::RunUnary(grpc::CallbackServerContext
 grpc::ServerWriteReactor<v1::TextChunk>* MoondreamService::RunStream(
     grpc::CallbackServerContext* ctx, const char* method, Request request) {
   request.deadline = EngineDeadline(*ctx);
-  auto* call = new StreamCall(Record(method, request.model), request.cancel, request.deadline);
-  const Backend* backend = backend_.load();
-  if (backend == nullptr) {
-    call->Complete(LoadingStatus(), nullptr);
+  auto* call = new StreamCall(state_->Record("grpc", method, request.model), request.cancel, request.deadline);
+  const absl::StatusOr<const Backend*> backend = Admit(*ctx);
+  if (!backend.ok()) {
+    call->Complete(backend.status(), nullptr);
     return call;
   }
   Callbacks callbacks;
@@ -81,7 +70,7 @@ grpc::ServerWriteReactor<v1::TextChunk>* MoondreamService::RunStream(
   callbacks.on_done = [call](absl::StatusOr<Result> result) {
     call->Complete(result.status(), result.ok() ? &*result : nullptr);
   };
-  const absl::Status submitted = backend->engine->Submit(std::move(request), std::move(callbacks));
+  const absl::Status submitted = (*backend)->engine->Submit(std::move(request), std::move(callbacks));
   if (!submitted.ok()) call->Complete(submitted, nullptr);
   return call;
 }
@@ -129,14 +118,14 @@ grpc::ServerUnaryReactor* MoondreamService::EncodeImage(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MoondreamService::ListModels(grpc::CallbackServerContext* ctx,
                                                        const v1::ListModelsRequest* request,
                                                        v1::ListModelsResponse* response) {
-  auto* call = new UnaryCall(Record("ListModels", ""), std::make_shared<CancelFlag>(false),
+  auto* call = new UnaryCall(state_->Record("grpc", "ListModels", ""), std::make_shared<CancelFlag>(false),
                              Clock::time_point::max());
-  const Backend* backend = backend_.load();
-  if (backend == nullptr) {
-    call->Complete(LoadingStatus(), nullptr);
+  const absl::StatusOr<const Backend*> backend = Admit(*ctx);
+  if (!backend.ok()) {
+    call->Complete(backend.status(), nullptr);
     return call;
   }
-  for (const ModelInfo& info : backend->engine->ListModels()) {
+  for (const ModelInfo& info : (*backend)->engine->ListModels()) {
     FillModelInfo(info, response->add_models());
   }
   call->Complete(absl::OkStatus(), nullptr);
@@ -146,14 +135,14 @@ grpc::ServerUnaryReactor* MoondreamService::ListModels(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* MoondreamService::GetModel(grpc::CallbackServerContext* ctx,
                                                      const v1::GetModelRequest* request,
                                                      v1::ModelInfo* response) {
-  auto* call = new UnaryCall(Record("GetModel", request->name()),
+  auto* call = new UnaryCall(state_->Record("grpc", "GetModel", request->name()),
                              std::make_shared<CancelFlag>(false), Clock::time_point::max());
-  const Backend* backend = backend_.load();
-  if (backend == nullptr) {
-    call->Complete(LoadingStatus(), nullptr);
+  const absl::StatusOr<const Backend*> backend = Admit(*ctx);
+  if (!backend.ok()) {
+    call->Complete(backend.status(), nullptr);
     return call;
   }
-  absl::StatusOr<ModelInfo> info = backend->engine->GetModel(request->name());
+  absl::StatusOr<ModelInfo> info = (*backend)->engine->GetModel(request->name());
   if (info.ok()) FillModelInfo(*info, response);
   call->Complete(info.status(), nullptr);
   return call;

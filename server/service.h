@@ -3,28 +3,22 @@
 // completion callback finishes.
 #pragma once
 
-#include <atomic>
-#include <memory>
-#include <string>
 
 #include <grpcpp/grpcpp.h>
 
 #include "engine/engine.h"
 #include "moondream/v1/moondream.grpc.pb.h"
 #include "server/calls.h"
-#include "server/metrics.h"
 
 namespace moondream::server {
 
 class MoondreamService final : public v1::Moondream::CallbackService {
  public:
-  explicit MoondreamService(Metrics* metrics);
+  // Until `state` has an engine every RPC answers UNAVAILABLE ("loading"), so the server
+  // can listen (health, reflection, metrics) while models load. With an API key, every
+  // RPC needs metadata "authorization: Bearer <key>". `state` must outlive the service.
+  explicit MoondreamService(const ServingState* state);
   ~MoondreamService() override;
-
-  // Until an engine is attached every RPC answers UNAVAILABLE ("loading"), so the
-  // server can listen (health, reflection, metrics) while models load.
-  // Call once; `engine` must outlive the server.
-  void AttachEngine(Engine* engine);
 
   grpc::ServerUnaryReactor* Caption(grpc::CallbackServerContext* ctx,
                                     const v1::CaptionRequest* request,
@@ -53,21 +47,14 @@ class MoondreamService final : public v1::Moondream::CallbackService {
                                      v1::ModelInfo* response) override;
 
  private:
-  struct Backend {
-    Engine* engine;
-    ModelCatalog catalog;
-  };
-
-  CallRecord Record(const char* method, const std::string& model) const;
+  absl::StatusOr<const Backend*> Admit(const grpc::CallbackServerContext& ctx) const;
   template <typename Response>
   grpc::ServerUnaryReactor* RunUnary(grpc::CallbackServerContext* ctx, const char* method,
                                      Request request, Response* response);
   grpc::ServerWriteReactor<v1::TextChunk>* RunStream(grpc::CallbackServerContext* ctx,
                                                      const char* method, Request request);
 
-  Metrics* metrics_;
-  std::unique_ptr<Backend> backend_storage_;
-  std::atomic<const Backend*> backend_{nullptr};  // published by AttachEngine
+  const ServingState* state_;
 };
 
 }  // namespace moondream::server

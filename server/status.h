@@ -11,7 +11,4 @@ namespace moondream::server {
 // message (which names the problem). Unknown codes become UNKNOWN.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// "OK", "NOT_FOUND", ...: the code's canonical name (metrics labels, logs).
-const char* GrpcCodeName(grpc::StatusCode code);
-
 }  // namespace moondream::server

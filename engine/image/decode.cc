@@ -94,10 +94,16 @@ uint8_t CmykChannel(int c, int k) {
   return uint8_t(v < 0 ? 0 : v);
 }
 
-// Decoded bands (uchar or ushort) -> RGB following Pillow's convert("RGB"). gif: the
-// first frame's geometry and fill colour (null for other formats).
+// Alpha composited onto white, rounded to nearest.
+uint8_t OntoWhite(int c, int alpha) {
+  return uint8_t((c * alpha + 255 * (255 - alpha) + 127) / 255);
+}
+
+// Decoded bands (uchar or ushort) -> RGB following Pillow's convert("RGB"), or with
+// `flatten` onto white where the image has alpha. gif: the first frame's geometry and
+// fill colour (null for other formats).
 void ToRgb(const void* data, VipsImage* header, bool grey16_clip,
-           const image_internal::GifFrameInfo* gif, RgbImage* out) {
+           const image_internal::GifFrameInfo* gif, bool flatten, RgbImage* out) {
   const int bands = vips_image_get_bands(header);
   const bool cmyk = vips_image_get_interpretation(header) == VIPS_INTERPRETATION_CMYK;
   const bool u16 = vips_image_get_format(header) == VIPS_FORMAT_USHORT;
@@ -108,10 +114,18 @@ void ToRgb(const void* data, VipsImage* header, bool grey16_clip,
     int v = static_cast<const uint16_t*>(data)[i * bands + band];
     return grey16_clip ? (v > 255 ? 255 : v) : v >> 8;
   };
+  // Alpha is the last band of grey+alpha and of (non-CMYK) RGBA.
+  const bool composite = flatten && (bands == 2 || (bands == 4 && !cmyk));
   for (size_t i = 0; i < n; ++i) {
     uint8_t* px = &out->pixels[3 * i];
-    if (gif != nullptr && ((bands == 4 && sample(i, 3) == 0) ||
-                           !gif->Inside(int(i % out->width), int(i / out->width)))) {
+    const bool outside_gif_frame =
+        gif != nullptr && !gif->Inside(int(i % out->width), int(i / out->width));
+    if (flatten && outside_gif_frame) {
+      px[0] = px[1] = px[2] = 255;  // the canvas around a GIF's first frame is transparent
+    } else if (composite) {
+      const int a = sample(i, bands - 1);
+      for (int c = 0; c < 3; ++c) px[c] = OntoWhite(sample(i, bands < 3 ? 0 : c), a);
+    } else if (gif != nullptr && ((bands == 4 && sample(i, 3) == 0) || outside_gif_frame)) {
       for (int c = 0; c < 3; ++c) px[c] = gif->fill[c];
     } else if (cmyk && bands == 4) {
       for (int c = 0; c < 3; ++c) px[c] = CmykChannel(sample(i, c), sample(i, 3));
@@ -130,7 +144,8 @@ absl::Status Corrupt(Format format) {
 
 }  // namespace
 
-absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels) {
+absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels,
+                                     bool flatten_onto_white) {
   if (bytes.empty()) return absl::InvalidArgumentError("image is empty");
   const Format format = Sniff(bytes);
   if (format == Format::kUnknown) {
@@ -159,7 +174,7 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels
   image_internal::GifFrameInfo gif;
   if (format == Format::kGif) gif = image_internal::FirstGifFrame(bytes);
   ToRgb(data, image.get(), format == Format::kPng && IsPngGrey16(bytes),
-        format == Format::kGif ? &gif : nullptr, &out);
+        format == Format::kGif ? &gif : nullptr, flatten_onto_white, &out);
   g_free(data);
   return out;
 }

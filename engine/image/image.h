@@ -23,11 +23,15 @@ struct RgbImage {
 // Decodes JPEG, PNG, WebP or GIF (first frame) to RGB exactly as Pillow's convert("RGB"):
 // alpha dropped without compositing, palette / grey expanded, 16-bit reduced to 8-bit the
 // way Pillow does it, no EXIF rotation. The pixel count is checked against `max_pixels`
-// from the header, before any pixel is decoded (decompression bombs).
+// from the header, before any pixel is decoded (decompression bombs). With
+// `flatten_onto_white`, an alpha channel (grey+alpha, RGBA, and GIF transparency, which
+// otherwise shows the frame's fill colour) is composited onto white instead:
+// c' = (c·a + 255·(255 − a) + 127) / 255.
 // Errors: InvalidArgument naming the problem ("image is empty", "not a supported image
 // format (JPEG, PNG, WebP, GIF)", "corrupt or truncated JPEG: <libvips message>",
 // "image is WxH = N pixels, over the limit of M (--max-image-pixels)").
-absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels);
+absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels,
+                                     bool flatten_onto_white = false);
 
 struct Tiling {
   int rows = 1, cols = 1;

@@ -5,14 +5,20 @@
 # moondream-server binary:
 #   * every --flag in a moondream-server container's args and every MOONDREAM_<FLAG>
 #     variable names a flag of `moondream-server --help`;
-#   * probes point at the --listen port (exec probes: grpc-health-probe -addr = --listen;
-#     grpc probes: port = --listen port), the Prometheus annotation and the metrics
-#     containerPort at the --metrics-listen port;
+#   * probes are kubelet's own (no exec: the image has nothing to run them): grpc probes on
+#     the --listen port, httpGet probes on the --metrics-listen or --http-listen port (by
+#     number or container port name), /readyz for startup and readiness, /healthz or
+#     /readyz for liveness; either on a pod-IP listener, not 127.0.0.1; the Prometheus
+#     annotation and the metrics containerPort at the --metrics-listen port;
 #   * the server starts with each manifest's args and env (model swapped for the weight-free
-#     `test` model, ports for free ones), and grpc-health-probe reports it SERVING.
+#     `test` model, ports for free ones), and answers each probe as kubelet would ask it:
+#     gRPC health SERVING, or HTTP 200.
 # Usage: check_manifests.rb SERVER_BIN REPO_ROOT RENDERED.yaml...
 require "yaml"
 require "open3"
+require "net/http"
+require "grpc"
+require "grpc/health/v1/health_services_pb"
 require_relative "../../clients/ruby/test/support/server_process"
 
 bin, repo, *files = ARGV
@@ -35,7 +41,6 @@ def flag_name(arg) = arg.sub(/\A--/, "").split("=", 2).first.tr("-", "_")
 def flag_value(args, name) = args.map { |a| a.split("=", 2) }.find { |k, _| flag_name(k) == name }&.last
 
 FLAGS = server_flags(bin)
-PROBE = File.join(repo, "deploy/image/grpc-health-probe")
 
 def check_container(pod, container, label)
   args = container.fetch("args", [])
@@ -45,34 +50,60 @@ def check_container(pod, container, label)
   listen = flag_value(args, "listen") or return check(false, "#{label}: has --listen")
   listen_port = Integer(listen.split(":").last)
   metrics_port = Integer(flag_value(args, "metrics_listen").split(":").last)
-  %w[startupProbe readinessProbe livenessProbe].each do |probe|
-    spec = container[probe] or next check(false, "#{label}: has a #{probe}")
-    if spec["grpc"]
-      check(spec["grpc"]["port"] == listen_port, "#{label}: #{probe} grpc port = --listen port #{listen_port}")
-      check(!listen.start_with?("127."), "#{label}: #{probe} grpc probe needs a pod-IP listener (#{listen})")
-    else
-      cmd = spec.dig("exec", "command") || []
-      check(cmd.first == "grpc-health-probe" && cmd[cmd.index("-addr").to_i + 1] == listen,
-            "#{label}: #{probe} execs grpc-health-probe -addr #{listen}")
-    end
-  end
   ports = container.fetch("ports", []).to_h { |p| [p["name"], p["containerPort"]] }
+  probes = %w[startupProbe readinessProbe livenessProbe].filter_map do |probe|
+    spec = container[probe] or next check(false, "#{label}: has a #{probe}")
+    check_probe(probe, spec, args, ports, label)
+  end
   check(ports["metrics"] == metrics_port, "#{label}: metrics containerPort = --metrics-listen port")
   annotation = pod.dig("metadata", "annotations", "prometheus.io/port")
   check(annotation.nil? || Integer(annotation) == metrics_port, "#{label}: prometheus.io/port = #{metrics_port}")
-  start_like(container, label)
+  start_like(container, probes, label)
+end
+
+# A probe's target as {kind:, flag:, path:} (nil when it is not a kubelet-native probe).
+def check_probe(probe, spec, args, ports, label)
+  if spec["grpc"]
+    listen = flag_value(args, "listen")
+    check(spec["grpc"]["port"] == Integer(listen.split(":").last), "#{label}: #{probe} grpc port = --listen port")
+    check(!listen.start_with?("127."), "#{label}: #{probe} grpc probe needs a pod-IP listener (#{listen})")
+    return { kind: :grpc, flag: "listen", service: spec["grpc"]["service"].to_s }
+  end
+  get = spec["httpGet"] or return check(false, "#{label}: #{probe} is httpGet or grpc (no exec)")
+  port = get["port"].is_a?(String) ? ports[get["port"]] : get["port"]
+  flag = %w[metrics_listen http_listen].find { |f| (v = flag_value(args, f)) && Integer(v.split(":").last) == port }
+  check(flag, "#{label}: #{probe} httpGet port #{get['port']} is the --metrics-listen or --http-listen port")
+  check(flag && !flag_value(args, flag).start_with?("127."), "#{label}: #{probe} httpGet needs a pod-IP listener")
+  paths = probe == "livenessProbe" ? %w[/healthz /readyz] : %w[/readyz]
+  check(paths.include?(get["path"]), "#{label}: #{probe} path #{get['path']} is one of #{paths.join(', ')}")
+  { kind: :http, flag: flag, path: get["path"] }
+end
+
+# Answers one probe against the running server as kubelet would.
+def probe_ok?(probe, server, log)
+  if probe[:kind] == :grpc
+    stub = Grpc::Health::V1::Health::Stub.new(server.address, :this_channel_is_insecure)
+    request = Grpc::Health::V1::HealthCheckRequest.new(service: probe[:service])
+    return stub.check(request, deadline: Time.now + 5).status == :SERVING
+  end
+  address = log[/event=listening.* #{probe[:flag] == 'http_listen' ? 'http' : 'metrics'}=(\S+)/, 1]
+  host, port = address.split(":")
+  Net::HTTP.get_response(host, probe[:path], Integer(port)).code == "200"
 end
 
 # Starts the server with the manifest's args/env (test model, free ports) and probes it.
-def start_like(container, label)
-  keep = container["args"].reject { |a| %w[listen metrics_listen model model_dir].include?(flag_name(a)) }
+def start_like(container, probes, label)
+  moved = %w[listen metrics_listen http_listen model model_dir]
+  keep = container["args"].reject { |a| moved.include?(flag_name(a)) }
+  free = %w[metrics_listen http_listen].select { |f| flag_value(container["args"], f) }.map { |f| "--#{f}=127.0.0.1:0" }
   env = container.fetch("env", []).to_h { |e| [e["name"], e["value"] || "1"] }
   env.delete("MOONDREAM_PRECISION") # the test model has no weights to convert
   saved = env.keys.to_h { |k| [k, ENV[k]] }
   env.each { |k, v| ENV[k] = v }
-  server = ServerProcess.start("--model=test", *keep)
-  out, status = Open3.capture2e(PROBE, "-addr", server.address)
-  check(status.success?, "#{label}: server starts with #{keep.join(' ')} and probes SERVING (#{out.strip})")
+  server = ServerProcess.start("--model=test", *keep, *free)
+  probes.each do |probe|
+    check(probe_ok?(probe, server, server.log), "#{label}: server started with #{keep.join(' ')} answers its #{probe[:kind]} probe #{probe[:path]}")
+  end
 rescue ServerProcess::StartError => e
   check(false, "#{label}: server starts with the manifest's flags: #{e.message}")
 ensure

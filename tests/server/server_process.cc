@@ -45,6 +45,7 @@ ServerProcess::ServerProcess(const std::vector<std::string>& extra_args,
     if (line.find("event=listening") == std::string::npos) continue;
     address_ = LogField(line, "address");
     metrics_ = LogField(line, "metrics");
+    http_ = LogField(line, "http");
   }
   serving_ = !address_.empty();
 }

@@ -31,6 +31,7 @@ class ServerProcess {
   bool serving() const { return serving_; }  // ready_event seen (and listening)
   const std::string& address() const { return address_; }          // 127.0.0.1:PORT
   const std::string& metrics_address() const { return metrics_; }  // 127.0.0.1:MPORT
+  const std::string& http_address() const { return http_; }  // with --http-listen only
   std::shared_ptr<grpc::Channel> Channel() const;
   std::unique_ptr<v1::Moondream::Stub> Stub() const;
 
@@ -47,7 +48,7 @@ class ServerProcess {
   pid_t pid_ = -1;
   bool exited_ = false;
   bool serving_ = false;
-  std::string address_, metrics_;
+  std::string address_, metrics_, http_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::string> lines_;  // guarded by mu_

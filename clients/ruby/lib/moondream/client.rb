@@ -33,8 +33,11 @@ module Moondream
     # retries: how many times an UNAVAILABLE call is retried (exponential backoff + jitter).
     # model:   default model name ("" = the server's default).
     # on_retry: optional callable(attempt, error, delay) for logging.
+    # api_key: the server's --api-key (MOONDREAM_API_KEY), sent as "authorization: Bearer <key>";
+    #          nil when the server has none. A wrong key raises Moondream::Unauthenticated.
     def initialize(target:, timeout: 60, retries: 2, model: "", base_delay: 0.1, max_delay: 2.0,
-                   channel_args: {}, credentials: :this_channel_is_insecure, on_retry: nil)
+                   channel_args: {}, credentials: :this_channel_is_insecure, on_retry: nil,
+                   api_key: nil)
       @target = target
       @timeout = timeout
       @model = model
@@ -42,6 +45,7 @@ module Moondream
       @channel_args = DEFAULT_CHANNEL_ARGS.merge(channel_args)
       @credentials = credentials
       @on_retry = on_retry
+      @metadata = api_key ? { "authorization" => "Bearer #{api_key}" } : {}
       @pid = Process.pid
       @mutex = Mutex.new
     end
@@ -140,7 +144,7 @@ module Moondream
     # Unary call with retries on UNAVAILABLE inside one overall deadline.
     def call(method, request, timeout)
       deadline = deadline_for(timeout)
-      with_retries(deadline) { stub.public_send(method, request, deadline: deadline) }
+      with_retries(deadline) { stub.public_send(method, request, deadline: deadline, metadata: @metadata) }
     end
 
     def stream(method, request, timeout, &block)
@@ -149,7 +153,7 @@ module Moondream
       deadline = deadline_for(timeout)
       delivered = false
       with_retries(deadline, -> { !delivered }) do
-        op = stub.public_send(method, request, deadline: deadline, return_op: true)
+        op = stub.public_send(method, request, deadline: deadline, metadata: @metadata, return_op: true)
         consume(op) { |chunk| delivered = true; block.call(chunk) }
       end
     end
