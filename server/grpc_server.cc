@@ -3,6 +3,9 @@
 #include <dlfcn.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 
 #include <algorithm>
 #include <limits>
@@ -11,6 +14,7 @@
 #include "absl/status/status.h"
 #include "grpc/health/v1/health.pb.h"
 #include "moondream/v1/moondream.grpc.pb.h"
+#include "server/tls.h"
 
 namespace moondream::server {
 namespace {
@@ -34,6 +38,29 @@ void AddKeepalive(const ServerOptions& o, grpc::ServerBuilder* builder) {
   }
 }
 
+// gRPC's own file watcher re-reads the certificate files this often: a rotated Secret
+// (or replaced files) is served without a restart or signal.
+constexpr unsigned kTlsRefreshSeconds = 1;
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const TlsFiles& tls) {
+  if (!tls.enabled()) return grpc::InsecureServerCredentials();
+  // The watcher reports bad files only in its log: check them first, for a clear error.
+  if (absl::Status valid = LoadTlsContext(tls).status(); !valid.ok()) return valid;
+  using grpc::experimental::FileWatcherCertificateProvider;
+  auto provider = tls.client_ca.empty()
+                      ? std::make_shared<FileWatcherCertificateProvider>(tls.key, tls.cert,
+                                                                         kTlsRefreshSeconds)
+                      : std::make_shared<FileWatcherCertificateProvider>(
+                            tls.key, tls.cert, tls.client_ca, kTlsRefreshSeconds);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (!tls.client_ca.empty()) {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
 }  // namespace
 
 absl::StatusOr<StartedServer> StartGrpcServer(const ServerOptions& options, grpc::Service* service) {
@@ -48,9 +75,11 @@ absl::StatusOr<StartedServer> StartGrpcServer(const ServerOptions& options, grpc
     return absl::UnavailableError(std::string("--reflection: cannot load " MOONDREAM_GRPC_REFLECTION_LIB ": ") +
                                   dlerror());
   }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = Credentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen, *credentials, &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   // Memory budget (docs/memory.md): the transport's buffers are bounded by the quota, the
   // calls per connection by the stream limit.

@@ -1,5 +1,6 @@
 #include "server/http_server.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -17,9 +18,11 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "absl/status/status.h"
 #include "engine/log.h"
+#include "server/tls.h"
 
 namespace moondream::server::http {
 namespace {
@@ -27,6 +30,7 @@ namespace {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 using tcp = net::ip::tcp;
 
 // "host:port", "[v6]:port" or ":port" -> a passive endpoint.
@@ -73,6 +77,7 @@ struct HttpServer::Impl {
   std::mutex mu;
   std::condition_variable sessions_cv;   // a session ended
   std::unordered_set<Session*> sessions;  // guarded by mu
+  std::shared_ptr<ssl::context> tls;      // null: plain HTTP; guarded by mu (SIGHUP swaps it)
   int port = 0;
   // Declared last: destroying the io_context destroys pending handlers, which may hold the
   // last reference to a session, whose destructor uses the members above.
@@ -82,6 +87,10 @@ struct HttpServer::Impl {
   std::vector<std::thread> threads;
 
   void Accept();
+  std::shared_ptr<ssl::context> CurrentTls() {
+    std::lock_guard<std::mutex> lock(mu);
+    return tls;
+  }
 };
 
 // One answer in progress; the Responder the handler holds.
@@ -107,8 +116,14 @@ class Exchange final : public Responder {
 // One connection. Every member function runs on the connection's strand.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, HttpServer::Impl* server)
-      : stream_(std::move(socket)), server_(server) {
+  // `tls`: the listener's TLS context, or null for plain HTTP.
+  Session(tcp::socket socket, HttpServer::Impl* server, std::shared_ptr<ssl::context> tls)
+      : server_(server), tls_context_(std::move(tls)) {
+    if (tls_context_) {
+      tls_.emplace(std::move(socket), *tls_context_);
+    } else {
+      plain_.emplace(std::move(socket));
+    }
     std::lock_guard<std::mutex> lock(server_->mu);
     server_->sessions.insert(this);
   }
@@ -118,8 +133,8 @@ class Session : public std::enable_shared_from_this<Session> {
     server_->sessions_cv.notify_all();
   }
 
-  net::any_io_executor executor() { return stream_.get_executor(); }
-  void Start() { ReadHeader(); }
+  net::any_io_executor executor() { return Lowest().get_executor(); }
+  void Start();
   void CloseIfIdle() {
     if (exchange_ == nullptr) Close();
   }
@@ -133,6 +148,16 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   const HttpServerOptions& options() const { return server_->options; }
+  beast::tcp_stream& Lowest() { return tls_ ? beast::get_lowest_layer(*tls_) : *plain_; }
+  // Calls f with the stream HTTP is read from and written to: TLS or plain.
+  template <typename F>
+  void WithStream(F&& f) {
+    if (tls_) {
+      f(*tls_);
+    } else {
+      f(*plain_);
+    }
+  }
   bool Current(const Exchange* ex) const { return ex != nullptr && ex == exchange_.get(); }
 
   void ReadHeader();
@@ -156,8 +181,10 @@ class Session : public std::enable_shared_from_this<Session> {
            " bytes";
   }
 
-  beast::tcp_stream stream_;
   HttpServer::Impl* server_;
+  std::shared_ptr<ssl::context> tls_context_;  // outlives tls_
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   bool keep_alive_ = false;
@@ -215,16 +242,28 @@ void Exchange::OnDisconnect(std::function<void()> callback) {
 
 // --- Reading ----------------------------------------------------------------------
 
+void Session::Start() {
+  if (!tls_) return ReadHeader();
+  Lowest().expires_after(options().read_timeout);
+  tls_->async_handshake(ssl::stream_base::server,
+                        [self = shared_from_this()](beast::error_code ec) {
+                          if (ec) return self->Close();  // not TLS, or no valid client cert
+                          self->ReadHeader();
+                        });
+}
+
 void Session::ReadHeader() {
   if (server_->stopping) return Close();
   parser_.emplace();
   parser_->body_limit(options().max_body_bytes);
   parser_->header_limit(static_cast<uint32_t>(options().max_header_bytes));
-  stream_.expires_after(options().read_timeout);  // the whole request, body included
-  bhttp::async_read_header(stream_, buffer_, *parser_,
-                           [self = shared_from_this()](beast::error_code ec, size_t) {
-                             self->OnHeader(ec);
-                           });
+  Lowest().expires_after(options().read_timeout);  // the whole request, body included
+  WithStream([this](auto& stream) {
+    bhttp::async_read_header(stream, buffer_, *parser_,
+                             [self = shared_from_this()](beast::error_code ec, size_t) {
+                               self->OnHeader(ec);
+                             });
+  });
 }
 
 void Session::OnHeader(beast::error_code ec) {
@@ -245,16 +284,20 @@ void Session::OnHeader(beast::error_code ec) {
     return Reject(413, BodyLimitMessage());
   }
   auto read_body = [self = shared_from_this()] {
-    bhttp::async_read(self->stream_, self->buffer_, *self->parser_,
-                      [self](beast::error_code ec, size_t) { self->OnBody(ec); });
+    self->WithStream([&self](auto& stream) {
+      bhttp::async_read(stream, self->buffer_, *self->parser_,
+                        [self](beast::error_code ec, size_t) { self->OnBody(ec); });
+    });
   };
   if (beast::iequals(header[bhttp::field::expect], "100-continue")) {
     continue_ = "HTTP/1.1 100 Continue\r\n\r\n";
-    net::async_write(stream_, net::buffer(continue_),
-                     [self = shared_from_this(), read_body](beast::error_code ec, size_t) {
-                       if (ec) return self->Close();
-                       read_body();
-                     });
+    WithStream([&](auto& stream) {
+      net::async_write(stream, net::buffer(continue_),
+                       [self = shared_from_this(), read_body](beast::error_code ec, size_t) {
+                         if (ec) return self->Close();
+                         read_body();
+                       });
+    });
     return;
   }
   read_body();
@@ -277,7 +320,7 @@ void Session::Dispatch() {
   keep_alive_ = message.keep_alive();
   version_ = message.version();
   parser_.reset();
-  stream_.expires_never();
+  Lowest().expires_never();
   exchange_ = std::make_shared<Exchange>(shared_from_this(), server_->gate);
   WatchDisconnect();
   try {
@@ -301,7 +344,7 @@ void Session::Reject(int status, const std::string& message) {
 
 void Session::WatchDisconnect() {
   watching_ = true;
-  stream_.socket().async_wait(tcp::socket::wait_read,
+  Lowest().socket().async_wait(tcp::socket::wait_read,
                               [self = shared_from_this(), ex = exchange_.get()](
                                   beast::error_code ec) { self->OnReadable(ex, ec); });
 }
@@ -310,21 +353,20 @@ void Session::OnReadable(const Exchange* ex, beast::error_code ec) {
   if (!Current(ex) || !watching_ || ec == net::error::operation_aborted) return;
   watching_ = false;
   if (ec) return ClientGone();
-  char byte = 0;
-  const ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 0) return ClientGone();  // orderly shutdown: the client hung up
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-    return WatchDisconnect();
-  }
-  if (n < 0) return ClientGone();
-  // n > 0: a pipelined request; it is read after this answer, unwatched until then.
+  // POLLRDHUP: the peer closed its side (FIN), even with bytes still unread (a TLS
+  // close_notify); POLLHUP/POLLERR: reset.
+  pollfd fd{Lowest().socket().native_handle(), POLLIN | POLLRDHUP, 0};
+  if (::poll(&fd, 1, 0) < 0) return WatchDisconnect();
+  if (fd.revents & (POLLRDHUP | POLLHUP | POLLERR)) return ClientGone();
+  if (!(fd.revents & POLLIN)) return WatchDisconnect();  // spurious wake-up
+  // Readable and still open: a pipelined request, read after this answer, unwatched.
 }
 
 void Session::StopWatching() {
   if (!watching_) return;
   watching_ = false;
   beast::error_code ignored;
-  stream_.socket().cancel(ignored);
+  Lowest().socket().cancel(ignored);
 }
 
 void Session::ClientGone() {
@@ -359,9 +401,11 @@ void Session::SendUnary(const Exchange* ex, int status, const std::string& conte
   unary_->keep_alive(KeepAlive());
   unary_->body() = std::move(body);
   unary_->prepare_payload();
-  stream_.expires_after(options().write_timeout);
-  bhttp::async_write(stream_, *unary_, [self = shared_from_this()](beast::error_code ec, size_t) {
-    self->OnAnswered(ec);
+  Lowest().expires_after(options().write_timeout);
+  WithStream([this](auto& stream) {
+    bhttp::async_write(stream, *unary_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->OnAnswered(ec);
+    });
   });
 }
 
@@ -374,11 +418,13 @@ void Session::BeginStream(const Exchange* ex, const std::string& content_type) {
   stream_header_->chunked(true);
   serializer_ = std::make_unique<bhttp::response_serializer<bhttp::empty_body>>(*stream_header_);
   writing_ = true;
-  stream_.expires_after(options().write_timeout);
-  bhttp::async_write_header(stream_, *serializer_,
-                            [self = shared_from_this()](beast::error_code ec, size_t) {
-                              self->OnStreamWritten(ec);
-                            });
+  Lowest().expires_after(options().write_timeout);
+  WithStream([this](auto& stream) {
+    bhttp::async_write_header(stream, *serializer_,
+                              [self = shared_from_this()](beast::error_code ec, size_t) {
+                                self->OnStreamWritten(ec);
+                              });
+  });
 }
 
 void Session::WriteChunk(const Exchange* ex, std::string data) {
@@ -402,22 +448,24 @@ void Session::Pump() {
     chunk_in_flight_ = std::move(chunks_.front());
     chunks_.pop_front();
     writing_ = true;
-    stream_.expires_after(options().write_timeout);
-    net::async_write(stream_, bhttp::make_chunk(net::buffer(chunk_in_flight_)), done);
+    Lowest().expires_after(options().write_timeout);
+    WithStream([&](auto& stream) {
+      net::async_write(stream, bhttp::make_chunk(net::buffer(chunk_in_flight_)), done);
+    });
   } else if (end_requested_) {
     end_requested_ = false;
     ending_ = true;
     writing_ = true;
     StopWatching();
     on_disconnect_ = nullptr;
-    stream_.expires_after(options().write_timeout);
-    net::async_write(stream_, bhttp::make_chunk_last(), done);
+    Lowest().expires_after(options().write_timeout);
+    WithStream([&](auto& stream) { net::async_write(stream, bhttp::make_chunk_last(), done); });
   }
 }
 
 void Session::OnStreamWritten(beast::error_code ec) {
   writing_ = false;
-  stream_.expires_never();
+  Lowest().expires_never();
   if (ec) return ClientGone();  // reset, or stopped reading for write_timeout
   if (ending_) {
     ending_ = false;
@@ -432,7 +480,7 @@ void Session::OnAnswered(beast::error_code ec) {
   stream_header_.reset();
   chunks_.clear();
   exchange_.reset();
-  stream_.expires_never();
+  Lowest().expires_never();
   if (!ec && rejected_) return LingerClose();
   if (ec || !KeepAlive()) return Close();
   ReadHeader();
@@ -442,17 +490,17 @@ void Session::OnAnswered(beast::error_code ec) {
 // would reset the connection and could destroy the answer before the client reads it.
 void Session::LingerClose() {
   beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream_.expires_after(kLinger);
+  Lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+  Lowest().expires_after(kLinger);
   Discard();
 }
 
 void Session::Discard() {
-  stream_.async_read_some(net::buffer(discard_),
-                          [self = shared_from_this()](beast::error_code ec, size_t) {
-                            if (ec) return self->Close();
-                            self->Discard();
-                          });
+  Lowest().async_read_some(net::buffer(discard_),
+                           [self = shared_from_this()](beast::error_code ec, size_t) {
+                             if (ec) return self->Close();
+                             self->Discard();
+                           });
 }
 
 void Session::Close() {
@@ -464,8 +512,8 @@ void Session::Close() {
     callback();
   }
   beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  stream_.close();
+  Lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  Lowest().close();
 }
 
 // --- Server -----------------------------------------------------------------------
@@ -488,7 +536,7 @@ void HttpServer::Impl::Accept() {
                            refused->close(ignored);
                          });
       } else {
-        std::make_shared<Session>(std::move(socket), this)->Start();
+        std::make_shared<Session>(std::move(socket), this, CurrentTls())->Start();
       }
     }
     Accept();
@@ -505,6 +553,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
     };
   }
   impl->handler = std::move(handler);
+  if (options.tls.enabled()) {
+    absl::StatusOr<std::shared_ptr<ssl::context>> tls = LoadTlsContext(options.tls);
+    if (!tls.ok()) return tls.status();
+    impl->tls = *std::move(tls);
+  }
   absl::StatusOr<tcp::endpoint> endpoint = Resolve(impl->ioc, options.listen);
   if (!endpoint.ok()) return endpoint.status();
   beast::error_code ec;
@@ -529,6 +582,15 @@ HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpServer::~HttpServer() { Shutdown(std::chrono::steady_clock::now()); }
 
 int HttpServer::port() const { return impl_->port; }
+
+absl::Status HttpServer::ReloadTls() {
+  if (!impl_->options.tls.enabled()) return absl::OkStatus();
+  absl::StatusOr<std::shared_ptr<ssl::context>> tls = LoadTlsContext(impl_->options.tls);
+  if (!tls.ok()) return tls.status();
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->tls = *std::move(tls);  // new connections; open ones keep theirs
+  return absl::OkStatus();
+}
 
 void HttpServer::Shutdown(std::chrono::steady_clock::time_point deadline) {
   if (impl_->stopping.exchange(true)) return;

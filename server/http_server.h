@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "server/tls.h"
 
 namespace moondream::server::http {
 
@@ -56,6 +57,7 @@ struct HttpServerOptions {
   std::chrono::seconds write_timeout{30};  // per write: a client that stops reading is dropped
   int max_connections = 256;               // beyond: 503 and close
   int threads = 2;
+  TlsFiles tls;  // HTTPS when tls.cert is set (and mutual TLS with tls.client_ca)
   // The body of a refusal by the transport itself (400 unparsable, 413, 431): returns
   // {content type, body}. Default: the message as text/plain.
   std::function<std::pair<std::string, std::string>(int status, const std::string& message)>
@@ -69,6 +71,8 @@ class HttpServer {
   ~HttpServer();  // Shutdown(now)
 
   int port() const;
+  // Re-reads the TLS files for new connections (SIGHUP); on error the old ones stay.
+  absl::Status ReloadTls();
   // Stops accepting and closes idle connections; answers in progress get until
   // `deadline` to complete, then every connection is closed and the threads joined.
   void Shutdown(std::chrono::steady_clock::time_point deadline);

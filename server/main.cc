@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -29,9 +30,10 @@ namespace {
 // Time calls get after the drain to send their last messages before being cancelled.
 constexpr auto kShutdownTimeout = std::chrono::seconds(5);
 
-// SIGTERM/SIGINT go through a handler into a pipe: a thread that a library starts before
-// main() leaves them unblocked, so blocking them for sigwait() cannot stop the kernel from
-// killing the process through that thread (which is what a signal during the load did).
+// SIGTERM/SIGINT (and SIGHUP: reload the TLS files) go through a handler into a pipe: a
+// thread that a library starts before main() leaves them unblocked, so blocking them for
+// sigwait() cannot stop the kernel from killing the process through that thread (which is
+// what a signal during the load did).
 int g_signal_pipe[2] = {-1, -1};
 
 extern "C" void OnTerminationSignal(int signal) {
@@ -46,27 +48,33 @@ bool InstallSignalHandlers() {
   action.sa_handler = OnTerminationSignal;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
-  return sigaction(SIGTERM, &action, nullptr) == 0 && sigaction(SIGINT, &action, nullptr) == 0;
+  return sigaction(SIGTERM, &action, nullptr) == 0 && sigaction(SIGINT, &action, nullptr) == 0 &&
+         sigaction(SIGHUP, &action, nullptr) == 0;
 }
 
 // The next termination signal, waiting up to timeout_ms (-1: forever); 0 if none came.
-int NextSignal(int timeout_ms) {
-  pollfd fd{g_signal_pipe[0], POLLIN, 0};
-  char byte = 0;
-  if (poll(&fd, 1, timeout_ms) <= 0 || read(g_signal_pipe[0], &byte, 1) != 1) return 0;
-  return byte;
+// A SIGHUP on the way runs on_hangup.
+int NextSignal(int timeout_ms, const std::function<void()>& on_hangup) {
+  for (;;) {
+    pollfd fd{g_signal_pipe[0], POLLIN, 0};
+    char byte = 0;
+    if (poll(&fd, 1, timeout_ms) <= 0 || read(g_signal_pipe[0], &byte, 1) != 1) return 0;
+    if (byte != SIGHUP) return byte;
+    on_hangup();
+  }
 }
 
-int WaitForSignal() {
+int WaitForSignal(const std::function<void()>& on_hangup) {
   int signal = 0;
-  while ((signal = NextSignal(-1)) == 0) {
+  while ((signal = NextSignal(-1, on_hangup)) == 0) {
   }
   return signal;
 }
 
-// Runs load() on another thread; a signal before it returns ends the process with 0.
+// Runs load() on another thread; a termination signal before it returns ends the process
+// with 0.
 template <typename F>
-auto LoadOrExitOnSignal(F load) -> decltype(load()) {
+auto LoadOrExitOnSignal(F load, const std::function<void()>& on_hangup) -> decltype(load()) {
   std::atomic<bool> done{false};
   decltype(load()) result;
   std::thread loader([&] {
@@ -74,7 +82,7 @@ auto LoadOrExitOnSignal(F load) -> decltype(load()) {
     done = true;
   });
   while (!done) {
-    if (const int signal = NextSignal(50); signal != 0) {
+    if (const int signal = NextSignal(50, on_hangup); signal != 0) {
       Log(LogLevel::kInfo, "stopped", {{"signal", signal}, {"during", "model_load"}});
       std::_Exit(0);
     }
@@ -105,6 +113,7 @@ constexpr size_t kJsonOverheadBytes = 64 << 10;
 
 absl::StatusOr<std::unique_ptr<http::HttpServer>> StartHttp(const std::string& listen,
                                                             const ServerOptions& options,
+                                                            const TlsFiles& tls,
                                                             http::Handler handler) {
   if (listen.empty()) return nullptr;
   http::HttpServerOptions http_options;
@@ -115,6 +124,7 @@ absl::StatusOr<std::unique_ptr<http::HttpServer>> StartHttp(const std::string& l
   http_options.read_timeout = timeout;
   http_options.write_timeout = timeout;
   http_options.max_connections = options.http_max_connections;
+  http_options.tls = tls;
   return http::HttpServer::Start(http_options, std::move(handler));
 }
 
@@ -122,14 +132,25 @@ absl::StatusOr<HttpListeners> StartHttpListeners(const ServerOptions& options,
                                                  HttpService* service) {
   HttpListeners listeners;
   absl::StatusOr<std::unique_ptr<http::HttpServer>> api =
-      StartHttp(options.http_listen, options, service->ApiHandler());
+      StartHttp(options.http_listen, options, options.tls, service->ApiHandler());
   if (!api.ok()) return api.status();
   absl::StatusOr<std::unique_ptr<http::HttpServer>> ops =
-      StartHttp(options.metrics_listen, options, service->OpsHandler());
+      StartHttp(options.metrics_listen, options, TlsFiles{}, service->OpsHandler());
   if (!ops.ok()) return ops.status();
   listeners.api = *std::move(api);
   listeners.ops = *std::move(ops);
   return listeners;
+}
+
+// SIGHUP: the HTTP listener re-reads its certificate files (gRPC watches them itself).
+void ReloadTls(const HttpListeners& http) {
+  if (!http.api) return;
+  const absl::Status reloaded = http.api->ReloadTls();
+  if (reloaded.ok()) {
+    Log(LogLevel::kInfo, "tls_reloaded");
+  } else {
+    Log(LogLevel::kError, "tls_reload_failed", {{"error", reloaded.ToString()}});
+  }
 }
 
 std::string BoundAddress(const std::string& listen, const std::unique_ptr<http::HttpServer>& server) {
@@ -168,13 +189,14 @@ int Run(int argc, char** argv) {
     grpc->server->Shutdown();
     return Fail("listen_failed", http.status());
   }
+  const std::function<void()> on_hangup = [&http] { ReloadTls(*http); };
   Log(LogLevel::kInfo, "listening",
       {{"address", grpc->address},
        {"metrics", BoundAddress(options->server.metrics_listen, http->ops)},
        {"http", BoundAddress(options->server.http_listen, http->api)}});
 
   absl::StatusOr<std::unique_ptr<Engine>> engine =
-      LoadOrExitOnSignal([&] { return Engine::Create(options->engine); });
+      LoadOrExitOnSignal([&] { return Engine::Create(options->engine); }, on_hangup);
   if (!engine.ok()) {
     grpc->server->Shutdown();
     return Fail("model_load_failed", engine.status());
@@ -184,7 +206,8 @@ int Run(int argc, char** argv) {
   SetServing(grpc->server.get(), true);
   Log(LogLevel::kInfo, "serving", {{"address", grpc->address}});
 
-  Drain(grpc->server.get(), &state, &*http, engine->get(), options->server, WaitForSignal());
+  Drain(grpc->server.get(), &state, &*http, engine->get(), options->server,
+        WaitForSignal(on_hangup));
   metrics.AttachEngine(nullptr);  // the HTTP listeners are closed; detach before the engine goes
   Log(LogLevel::kInfo, "stopped");
   return 0;

@@ -32,6 +32,12 @@ ABSL_FLAG(absl::Duration, http_read_timeout, absl::Seconds(30),
           "must take each write within it; idle kept-alive connections close after it");
 ABSL_FLAG(int, http_max_connections, 256,
           "HTTP: open connections per listener; beyond, 503 and close");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC and --http-listen over TLS (with --tls-key); "
+          "re-read on SIGHUP (HTTP) and when the file changes (gRPC)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: require client certificates it signed (mutual TLS)");
 ABSL_FLAG(std::string, api_key, "",
           "When set, gRPC calls and /v1 requests need \"Authorization: Bearer <key>\"; "
           "prefer the environment (MOONDREAM_API_KEY) to the command line");
@@ -168,6 +174,14 @@ absl::StatusOr<ServerOptions> ServerFromFlags() {
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
   o.api_key = absl::GetFlag(FLAGS_api_key);
+  o.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+           absl::GetFlag(FLAGS_tls_client_ca)};
+  if (o.tls.cert.empty() != o.tls.key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!o.tls.client_ca.empty() && o.tls.cert.empty()) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
   o.http_read_timeout = absl::GetFlag(FLAGS_http_read_timeout);
   if (o.http_read_timeout < absl::Seconds(1)) {
     return absl::InvalidArgumentError("--http-read-timeout=" +
@@ -247,6 +261,7 @@ void LogOptions(const Options& options) {
   Log(LogLevel::kInfo, "config",
       {{"listen", s.listen}, {"metrics_listen", s.metrics_listen},
        {"http_listen", s.http_listen}, {"api_key", s.api_key.empty() ? "unset" : "set"},
+       {"tls", s.tls.enabled() ? (s.tls.client_ca.empty() ? "tls" : "mutual") : "off"},
        {"http_read_timeout", absl::FormatDuration(s.http_read_timeout)},
        {"http_max_connections", s.http_max_connections},
        {"flatten_transparency", e.flatten_transparency}, {"model", e.model},

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "engine/engine.h"
 #include "engine/log.h"
+#include "server/tls.h"
 
 namespace moondream::server {
 
@@ -18,6 +19,7 @@ struct ServerOptions {
   std::string metrics_listen;  // host:port of /metrics, /healthz, /readyz; empty disables it
   std::string http_listen;     // host:port of the OpenAI-compatible API (and the above)
   std::string api_key;         // required as "Bearer <key>" on /v1 and gRPC when not empty
+  TlsFiles tls;  // gRPC and --http-listen (not --metrics-listen); off when tls.cert is empty
   absl::Duration http_read_timeout;  // whole request; each write; keep-alive idle
   int http_max_connections = 0;      // per HTTP listener
   int max_message_bytes = 0;   // largest request message accepted
