@@ -47,7 +47,11 @@ using CancelFlag = std::atomic<bool>;
 struct Request {
   Task task = Task::kCaption;
   std::string model;         // empty = default model
-  std::string image_bytes;   // encoded image file (JPEG/PNG/WebP/GIF) ...
+  std::string image_bytes;   // encoded image file (JPEG/PNG/WebP/GIF), owned ...
+  // ... or the same bytes borrowed from the transport's message, which must stay alive
+  // until on_done has run (gRPC: the call's request message): no copy of up to
+  // --max-message-bytes per request. The engine reads either through image().
+  std::string_view image_borrowed;
   std::string image_handle;  // ... or a handle from an earlier EncodeImage
   Transparency transparency = Transparency::kServerDefault;  // applies to image_bytes
   CaptionLength caption_length = CaptionLength::kNormal;
@@ -56,6 +60,10 @@ struct Request {
   int max_objects = 0;  // Detect/Point; 0 = model default (50)
   Clock::time_point deadline = Clock::time_point::max();
   std::shared_ptr<CancelFlag> cancel = std::make_shared<CancelFlag>(false);
+
+  std::string_view image() const {
+    return image_borrowed.empty() ? std::string_view(image_bytes) : image_borrowed;
+  }
 };
 
 struct Usage {

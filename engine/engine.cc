@@ -148,7 +148,7 @@ absl::Status RangeError(const char* field, const std::string& range, double valu
 }
 
 absl::Status ValidateRequest(const Request& r) {
-  const bool has_bytes = !r.image_bytes.empty();
+  const bool has_bytes = !r.image().empty();
   const bool has_handle = !r.image_handle.empty();
   if (r.task == Task::kEncodeImage && !has_bytes) {
     return absl::InvalidArgumentError("image: EncodeImage needs non-empty image bytes");

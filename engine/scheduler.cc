@@ -66,7 +66,7 @@ absl::Status Scheduler::Enqueue(Request request, Callbacks callbacks, const Mode
   job->request = std::move(request);
   job->callbacks = std::move(callbacks);
   job->model = model;
-  job->bytes = job->request.image_bytes.size();
+  job->bytes = job->request.image().size();
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (draining_) return absl::UnavailableError("engine is draining: not accepting new requests");
@@ -258,7 +258,7 @@ absl::StatusOr<std::shared_ptr<const EncodedImage>> Scheduler::ResolveImage(cons
   if (!job.request.image_handle.empty()) {
     return cache_->Lookup(job.request.model, job.request.image_handle);
   }
-  return job.model->Encode(job.request.image_bytes, ctx);
+  return job.model->Encode(job.request.image(), ctx);
 }
 
 }  // namespace moondream

@@ -28,7 +28,7 @@ struct SchedulerOptions {
   // A request still queued after this long fails with UNAVAILABLE (retryable: the server
   // is overloaded), whatever its own deadline.
   Clock::duration queue_timeout = std::chrono::minutes(2);
-  // Image bytes (Request::image_bytes) of the queued and running requests together; a
+  // Image bytes (Request::image()) of the queued and running requests together; a
   // request that would go past it answers RESOURCE_EXHAUSTED at once. 0 = no cap.
   uint64_t max_queued_bytes = 128ull << 20;
 };

@@ -15,7 +15,7 @@ void SetImage(const v1::Image& image, Request* request) {
   if (image.source_case() == v1::Image::kHandle) {
     request->image_handle = image.handle();
   } else {
-    request->image_bytes = image.data();
+    request->image_borrowed = image.data();  // the message outlives the call's on_done
   }
 }
 
@@ -103,7 +103,7 @@ Request ToRequest(const v1::EncodeImageRequest& in) {
   Request out;
   out.task = Task::kEncodeImage;
   out.model = in.model();
-  out.image_bytes = in.image();
+  out.image_borrowed = in.image();
   return out;
 }
 

@@ -74,6 +74,7 @@ struct HttpServer::Impl {
   Handler handler;
   std::shared_ptr<Gate> gate = std::make_shared<Gate>();
   std::atomic<bool> stopping{false};
+  std::atomic<uint64_t> body_bytes{0};  // request bodies being received or parsed
   std::mutex mu;
   std::condition_variable sessions_cv;   // a session ended
   std::unordered_set<Session*> sessions;  // guarded by mu
@@ -128,6 +129,7 @@ class Session : public std::enable_shared_from_this<Session> {
     server_->sessions.insert(this);
   }
   ~Session() {
+    Release();
     std::lock_guard<std::mutex> lock(server_->mu);
     server_->sessions.erase(this);
     server_->sessions_cv.notify_all();
@@ -176,6 +178,20 @@ class Session : public std::enable_shared_from_this<Session> {
   void LingerClose();
   void Discard();
   bool KeepAlive() const { return keep_alive_ && !server_->stopping; }
+  // Body bytes from the listener's budget (HttpServerOptions::max_body_bytes_in_flight).
+  bool Reserve(uint64_t bytes) {
+    Release();
+    uint64_t used = server_->body_bytes.load();
+    do {
+      if (used + bytes > options().max_body_bytes_in_flight) return false;
+    } while (!server_->body_bytes.compare_exchange_weak(used, used + bytes));
+    reserved_ = bytes;
+    return true;
+  }
+  void Release() {
+    server_->body_bytes -= reserved_;
+    reserved_ = 0;
+  }
   std::string BodyLimitMessage() const {
     return "request body is over the limit of " + std::to_string(options().max_body_bytes) +
            " bytes";
@@ -206,6 +222,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool ending_ = false;
   std::string continue_;  // "100 Continue" in flight
   bool rejected_ = false;  // answered by Reject: linger, then close
+  uint64_t reserved_ = 0;  // body bytes held from the budget
   std::array<char, 16384> discard_;
 };
 
@@ -279,9 +296,14 @@ void Session::OnHeader(beast::error_code ec) {
     return Close();
   }
   const auto& header = parser_->get();
-  if (const auto length = parser_->content_length();
-      length && *length > options().max_body_bytes) {
-    return Reject(413, BodyLimitMessage());
+  const auto length = parser_->content_length();
+  if (length && *length > options().max_body_bytes) return Reject(413, BodyLimitMessage());
+  // Bodies are held whole until parsed: they are paid from one budget, so they need a
+  // length up front.
+  if (parser_->chunked()) return Reject(411, "send the body with a Content-Length");
+  if (length && !Reserve(*length)) {
+    return Reject(429, "the server is receiving too many request bodies at once "
+                       "(--http-memory-bytes); retry shortly");
   }
   auto read_body = [self = shared_from_this()] {
     self->WithStream([&self](auto& stream) {
@@ -320,6 +342,12 @@ void Session::Dispatch() {
   keep_alive_ = message.keep_alive();
   version_ = message.version();
   parser_.reset();
+  // The body is parsed (and dropped) by the handler before it returns: what it keeps, the
+  // engine counts (--max-queued-bytes).
+  struct ReleaseBody {
+    Session* session;
+    ~ReleaseBody() { session->Release(); }
+  } release{this};
   Lowest().expires_never();
   exchange_ = std::make_shared<Exchange>(shared_from_this(), server_->gate);
   WatchDisconnect();

@@ -50,6 +50,9 @@ using Handler = std::function<void(const HttpRequest&, std::shared_ptr<Responder
 struct HttpServerOptions {
   std::string listen;                    // host:port; port 0 picks one; "[::]:8080" for IPv6
   size_t max_body_bytes = 32u << 20;     // larger bodies get 413
+  // Bodies of all connections together (received, not yet parsed): beyond, 429 before the
+  // body is read. Bodies must come with a Content-Length (411 otherwise).
+  uint64_t max_body_bytes_in_flight = 64u << 20;
   size_t max_header_bytes = 16u << 10;   // larger header blocks get 431
   // A whole request (headers and body) must arrive within this, counted from its first
   // byte or, on a kept-alive connection, from the end of the previous answer.
@@ -58,7 +61,7 @@ struct HttpServerOptions {
   int max_connections = 256;               // beyond: 503 and close
   int threads = 2;
   TlsFiles tls;  // HTTPS when tls.cert is set (and mutual TLS with tls.client_ca)
-  // The body of a refusal by the transport itself (400 unparsable, 413, 431): returns
+  // The body of a refusal by the transport itself (400 unparsable, 411, 413, 429, 431): returns
   // {content type, body}. Default: the message as text/plain.
   std::function<std::pair<std::string, std::string>(int status, const std::string& message)>
       error_body;

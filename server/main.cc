@@ -108,9 +108,6 @@ struct HttpListeners {
   }
 };
 
-// A body carries the image base64-encoded (4/3 of its bytes) plus the JSON around it.
-constexpr size_t kJsonOverheadBytes = 64 << 10;
-
 absl::StatusOr<std::unique_ptr<http::HttpServer>> StartHttp(const std::string& listen,
                                                             const ServerOptions& options,
                                                             const TlsFiles& tls,
@@ -118,7 +115,8 @@ absl::StatusOr<std::unique_ptr<http::HttpServer>> StartHttp(const std::string& l
   if (listen.empty()) return nullptr;
   http::HttpServerOptions http_options;
   http_options.listen = listen;
-  http_options.max_body_bytes = size_t(options.max_message_bytes) / 3 * 4 + kJsonOverheadBytes;
+  http_options.max_body_bytes = options.http_body_bytes;
+  http_options.max_body_bytes_in_flight = static_cast<uint64_t>(options.http_memory_bytes);
   http_options.error_body = HttpService::ErrorBody;
   const auto timeout = std::chrono::seconds(absl::ToInt64Seconds(options.http_read_timeout));
   http_options.read_timeout = timeout;

@@ -377,9 +377,13 @@ ErrorResponse ToErrorResponse(const absl::Status& status) {
 }
 
 ErrorResponse HttpError(int http_status, std::string_view message) {
+  if (http_status == 429) {
+    return {429, Dump(ErrorJson(message, "rate_limit_error", "server_busy"))};
+  }
   const char* type = http_status >= 500 ? "server_error" : "invalid_request_error";
   const char* code = http_status == 404 ? "not_found"
                      : http_status == 405 ? "method_not_allowed"
+                     : http_status == 411 ? "length_required"
                      : http_status == 413 ? "request_too_large"
                                           : nullptr;
   return {http_status, Dump(ErrorJson(message, type, code))};

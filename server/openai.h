@@ -50,7 +50,8 @@ struct ErrorResponse {
   std::string body;
 };
 ErrorResponse ToErrorResponse(const absl::Status& status);
-// For refusals that have an HTTP status but no engine status (404 route, 405, 413, 431).
+// For refusals that have an HTTP status but no engine status (404 route, 405, 411, 413,
+// 429 body budget, 431).
 ErrorResponse HttpError(int http_status, std::string_view message);
 
 }  // namespace moondream::server::openai

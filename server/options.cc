@@ -32,6 +32,9 @@ ABSL_FLAG(absl::Duration, http_read_timeout, absl::Seconds(30),
           "must take each write within it; idle kept-alive connections close after it");
 ABSL_FLAG(int, http_max_connections, 256,
           "HTTP: open connections per listener; beyond, 503 and close");
+ABSL_FLAG(int64_t, http_memory_bytes, 64 << 20,
+          "HTTP: request bodies being received at once, all connections together; beyond, "
+          "429 before the body is read (memory budget, docs/memory.md)");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain: serve gRPC and --http-listen over TLS (with --tls-key); "
           "re-read on SIGHUP (HTTP) and when the file changes (gRPC)");
@@ -199,6 +202,15 @@ absl::StatusOr<ServerOptions> ServerFromFlags() {
                                       ": expected 1..2147483647");
   }
   o.max_message_bytes = static_cast<int>(max_message);
+  // A body carries the image base64-encoded (4/3 of its bytes) plus the JSON around it.
+  constexpr size_t kJsonOverheadBytes = 64 << 10;
+  o.http_body_bytes = size_t(o.max_message_bytes) / 3 * 4 + kJsonOverheadBytes;
+  o.http_memory_bytes = absl::GetFlag(FLAGS_http_memory_bytes);
+  if (o.http_memory_bytes < int64_t(o.http_body_bytes)) {
+    return absl::InvalidArgumentError(
+        "--http-memory-bytes=" + std::to_string(o.http_memory_bytes) + " is below one request body (" +
+        std::to_string(o.http_body_bytes) + " bytes for --max-message-bytes): raise it");
+  }
   o.grpc_memory_bytes = absl::GetFlag(FLAGS_grpc_memory_bytes);
   if (o.grpc_memory_bytes <= 0) {
     return absl::InvalidArgumentError("--grpc-memory-bytes=" + std::to_string(o.grpc_memory_bytes) +
@@ -264,6 +276,7 @@ void LogOptions(const Options& options) {
        {"tls", s.tls.enabled() ? (s.tls.client_ca.empty() ? "tls" : "mutual") : "off"},
        {"http_read_timeout", absl::FormatDuration(s.http_read_timeout)},
        {"http_max_connections", s.http_max_connections},
+       {"http_memory_bytes", s.http_memory_bytes},
        {"flatten_transparency", e.flatten_transparency}, {"model", e.model},
        {"model_dir", e.model_dir}, {"variants", absl::StrJoin(e.variants, ",")},
        {"device", e.device}, {"int8_skip", absl::StrJoin(e.int8_skip, ",")},

@@ -1,5 +1,6 @@
 // DecodeImage (spec §3.1): libvips loaders for JPEG/PNG/WebP/GIF, then Pillow's
 // convert("RGB") rules applied to the decoded bands.
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <string>
@@ -101,40 +102,77 @@ uint8_t OntoWhite(int c, int alpha) {
 
 // Decoded bands (uchar or ushort) -> RGB following Pillow's convert("RGB"), or with
 // `flatten` onto white where the image has alpha. gif: the first frame's geometry and
-// fill colour (null for other formats).
-void ToRgb(const void* data, VipsImage* header, bool grey16_clip,
-           const image_internal::GifFrameInfo* gif, bool flatten, RgbImage* out) {
-  const int bands = vips_image_get_bands(header);
-  const bool cmyk = vips_image_get_interpretation(header) == VIPS_INTERPRETATION_CMYK;
-  const bool u16 = vips_image_get_format(header) == VIPS_FORMAT_USHORT;
-  const size_t n = size_t(out->width) * out->height;
-  out->pixels.resize(n * 3);
-  auto sample = [&](size_t i, int band) -> int {
-    if (!u16) return static_cast<const uint8_t*>(data)[i * bands + band];
-    int v = static_cast<const uint16_t*>(data)[i * bands + band];
-    return grey16_clip ? (v > 255 ? 255 : v) : v >> 8;
-  };
-  // Alpha is the last band of grey+alpha and of (non-CMYK) RGBA.
-  const bool composite = flatten && (bands == 2 || (bands == 4 && !cmyk));
-  for (size_t i = 0; i < n; ++i) {
-    uint8_t* px = &out->pixels[3 * i];
-    const bool outside_gif_frame =
-        gif != nullptr && !gif->Inside(int(i % out->width), int(i / out->width));
-    if (flatten && outside_gif_frame) {
-      px[0] = px[1] = px[2] = 255;  // the canvas around a GIF's first frame is transparent
-    } else if (composite) {
-      const int a = sample(i, bands - 1);
-      for (int c = 0; c < 3; ++c) px[c] = OntoWhite(sample(i, bands < 3 ? 0 : c), a);
-    } else if (gif != nullptr && ((bands == 4 && sample(i, 3) == 0) || outside_gif_frame)) {
-      for (int c = 0; c < 3; ++c) px[c] = gif->fill[c];
-    } else if (cmyk && bands == 4) {
-      for (int c = 0; c < 3; ++c) px[c] = CmykChannel(sample(i, c), sample(i, 3));
-    } else if (bands < 3) {  // grey or grey+alpha: replicate, alpha dropped
-      px[0] = px[1] = px[2] = uint8_t(sample(i, 0));
-    } else {  // RGB or RGBA: alpha dropped without compositing
-      for (int c = 0; c < 3; ++c) px[c] = uint8_t(sample(i, c));
+// fill colour (null for other formats). Converts one row at a time.
+class RgbConverter {
+ public:
+  RgbConverter(VipsImage* header, bool grey16_clip, const image_internal::GifFrameInfo* gif,
+               bool flatten)
+      : bands_(vips_image_get_bands(header)),
+        cmyk_(vips_image_get_interpretation(header) == VIPS_INTERPRETATION_CMYK),
+        u16_(vips_image_get_format(header) == VIPS_FORMAT_USHORT),
+        grey16_clip_(grey16_clip),
+        gif_(gif),
+        flatten_(flatten),
+        // Alpha is the last band of grey+alpha and of (non-CMYK) RGBA.
+        composite_(flatten && (bands_ == 2 || (bands_ == 4 && !cmyk_))) {}
+
+  void Row(const void* data, int y, int width, uint8_t* out) const {
+    auto sample = [&](int x, int band) -> int {
+      if (!u16_) return static_cast<const uint8_t*>(data)[x * bands_ + band];
+      int v = static_cast<const uint16_t*>(data)[x * bands_ + band];
+      return grey16_clip_ ? (v > 255 ? 255 : v) : v >> 8;
+    };
+    for (int x = 0; x < width; ++x) {
+      uint8_t* px = out + 3 * x;
+      const bool outside_gif_frame = gif_ != nullptr && !gif_->Inside(x, y);
+      if (flatten_ && outside_gif_frame) {
+        px[0] = px[1] = px[2] = 255;  // the canvas around a GIF's first frame is transparent
+      } else if (composite_) {
+        const int a = sample(x, bands_ - 1);
+        for (int c = 0; c < 3; ++c) px[c] = OntoWhite(sample(x, bands_ < 3 ? 0 : c), a);
+      } else if (gif_ != nullptr && ((bands_ == 4 && sample(x, 3) == 0) || outside_gif_frame)) {
+        for (int c = 0; c < 3; ++c) px[c] = gif_->fill[c];
+      } else if (cmyk_ && bands_ == 4) {
+        for (int c = 0; c < 3; ++c) px[c] = CmykChannel(sample(x, c), sample(x, 3));
+      } else if (bands_ < 3) {  // grey or grey+alpha: replicate, alpha dropped
+        px[0] = px[1] = px[2] = uint8_t(sample(x, 0));
+      } else {  // RGB or RGBA: alpha dropped without compositing
+        for (int c = 0; c < 3; ++c) px[c] = uint8_t(sample(x, c));
+      }
     }
   }
+
+ private:
+  const int bands_;
+  const bool cmyk_, u16_, grey16_clip_;
+  const image_internal::GifFrameInfo* gif_;
+  const bool flatten_, composite_;
+};
+
+// Pixels decoded per step (whole rows, at most 64): the decoder's own buffer is this strip,
+// at most 8 MiB (16-bit RGBA), never the whole image (at the pixel limit a full 16-bit RGBA
+// buffer beside the RGB result would be 400 MB more). A single row wider than this is one
+// strip.
+constexpr int kStripPixels = 1 << 20;
+constexpr int kMaxStripRows = 64;
+
+// Pulls the image top to bottom (the loaders are sequential) through a region and
+// converts each strip into out->pixels. False when the decoder fails (corrupt, truncated).
+bool DecodeStrips(VipsImage* image, const RgbConverter& converter, RgbImage* out) {
+  std::unique_ptr<VipsRegion, void (*)(VipsRegion*)> region(
+      vips_region_new(image), [](VipsRegion* r) { g_object_unref(r); });
+  if (!region) return false;
+  out->pixels.resize(size_t(out->width) * out->height * 3);
+  const int rows = std::clamp(kStripPixels / out->width, 1, kMaxStripRows);
+  for (int top = 0; top < out->height; top += rows) {
+    VipsRect strip{0, top, out->width, std::min(rows, out->height - top)};
+    if (vips_region_prepare(region.get(), &strip) != 0) return false;
+    for (int y = top; y < top + strip.height; ++y) {
+      converter.Row(VIPS_REGION_ADDR(region.get(), 0, y), y, out->width,
+                    &out->pixels[size_t(y) * out->width * 3]);
+    }
+  }
+  return true;
 }
 
 absl::Status Corrupt(Format format) {
@@ -165,17 +203,14 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels
     return absl::InvalidArgumentError(absl::StrCat("unsupported ", FormatName(format),
                                                    " sample format"));
   }
-  size_t size = 0;
-  void* data = vips_image_write_to_memory(image.get(), &size);
-  if (data == nullptr) return Corrupt(format);
   RgbImage out;
   out.width = width;
   out.height = height;
   image_internal::GifFrameInfo gif;
   if (format == Format::kGif) gif = image_internal::FirstGifFrame(bytes);
-  ToRgb(data, image.get(), format == Format::kPng && IsPngGrey16(bytes),
-        format == Format::kGif ? &gif : nullptr, flatten_onto_white, &out);
-  g_free(data);
+  const RgbConverter converter(image.get(), format == Format::kPng && IsPngGrey16(bytes),
+                               format == Format::kGif ? &gif : nullptr, flatten_onto_white);
+  if (!DecodeStrips(image.get(), converter, &out)) return Corrupt(format);
   return out;
 }
 

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <vips/vips.h>
+
 #include "engine/image/image.h"
 #include "tests/image/image_test_util.h"
 
@@ -115,7 +117,7 @@ TEST(DecodeImage, CorruptFilesAreRejected) {
 }
 
 // Every prefix of small files of each format: a clean result or InvalidArgument, never a
-// crash or another code (run under ASan in the sanitizer build).
+// crash or another code (under ASan + UBSan too: scripts/test --asan).
 TEST(DecodeImage, EveryTruncationFailsCleanly) {
   for (const char* file : {"trns_small_frame.gif", "anim.gif", "palette_trns.png", "gray16.png",
                            "progressive.jpg", "cmyk.jpg", "alpha.webp"}) {
@@ -203,5 +205,53 @@ TEST(DecodeImage, ConcurrentDecodesAgree) {
   EXPECT_FALSE(shas[0].empty());
 }
 
+namespace flatten_test {
+
+// The bands libvips decodes (alpha last), for checking the compositing rule per pixel.
+std::vector<uint8_t> RawBands(const std::string& bytes, int* bands) {
+  VipsImage* image = vips_image_new_from_buffer(bytes.data(), bytes.size(), "", nullptr);
+  EXPECT_NE(image, nullptr);
+  *bands = vips_image_get_bands(image);
+  size_t size = 0;
+  void* data = vips_image_write_to_memory(image, &size);
+  std::vector<uint8_t> out(static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+  g_free(data);
+  g_object_unref(image);
+  return out;
+}
+
+// --flatten-transparency: c' = (c·a + 255·(255 − a) + 127) / 255 for grey+alpha and RGBA;
+// opaque images are unchanged; without it alpha is dropped (the reference).
+TEST(DecodeImage, FlattenOntoWhiteCompositesAlphaAndLeavesOpaqueImagesAlone) {
+  for (const char* file : {"rgba.png", "gray_alpha.png", "alpha.webp"}) {
+    SCOPED_TRACE(file);
+    const std::string bytes = ReadFile(TestDataDir() + "/" + file);
+    auto dropped = DecodeImage(bytes, kLimit);
+    auto flat = DecodeImage(bytes, kLimit, /*flatten_onto_white=*/true);
+    ASSERT_TRUE(dropped.ok() && flat.ok());
+    int bands = 0;
+    const std::vector<uint8_t> raw = RawBands(bytes, &bands);
+    ASSERT_TRUE(bands == 2 || bands == 4);
+    int translucent = 0;
+    for (size_t i = 0; i < flat->pixels.size() / 3; ++i) {
+      const int a = raw[i * bands + bands - 1];
+      translucent += a < 255;
+      for (int c = 0; c < 3; ++c) {
+        const int v = raw[i * bands + (bands == 2 ? 0 : c)];
+        ASSERT_EQ(flat->pixels[3 * i + c], (v * a + 255 * (255 - a) + 127) / 255) << i;
+        ASSERT_EQ(dropped->pixels[3 * i + c], v) << i;
+      }
+    }
+    EXPECT_GT(translucent, 0) << "the sample must have transparent pixels";
+  }
+  for (const char* file : {"rgb.png", "baseline_420.jpg", "cmyk.jpg"}) {
+    SCOPED_TRACE(file);
+    const std::string bytes = ReadFile(TestDataDir() + "/" + file);
+    EXPECT_EQ(DecodeImage(bytes, kLimit)->pixels,
+              DecodeImage(bytes, kLimit, /*flatten_onto_white=*/true)->pixels);
+  }
+}
+
+}  // namespace flatten_test
 }  // namespace
 }  // namespace moondream
