@@ -170,6 +170,10 @@ struct EngineStats {
   int image_cache_entries = 0;
   uint64_t kv_cache_bytes = 0;  // KV caches of requests running now
   std::vector<ModelMemory> models;  // the same, per loaded model
+  // Seconds the running request furthest past its deadline has been past it (0: none).
+  // Models stop within one step (a token, a vision crop block, a prefill layer) of their
+  // deadline, so a large value means a stuck worker (the liveness probe fails on it).
+  double worst_overrun_seconds = 0;
 };
 
 }  // namespace moondream

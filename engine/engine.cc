@@ -110,7 +110,8 @@ absl::StatusOr<Models> LoadModels(const EngineOptions& o) {
   if (o.model == "test") {
     std::this_thread::sleep_for(std::chrono::milliseconds(o.test_model_load_delay_ms));
     Models models;
-    models.push_back(MakeTestModel({o.max_image_pixels, o.test_model_token_delay_ms}));
+    models.push_back(
+        MakeTestModel({o.max_image_pixels, o.test_model_token_delay_ms, o.test_model_stall_ms}));
     return models;
   }
   try {
@@ -280,6 +281,7 @@ EngineStats Engine::Stats() const {
   EngineStats stats;
   stats.queued = s.queued;
   stats.in_flight = s.in_flight;
+  stats.worst_overrun_seconds = std::chrono::duration<double>(s.worst_overrun).count();
   for (const auto& model : impl_->models) {
     ModelMemory m;
     m.model = model->info().name;

@@ -47,6 +47,7 @@ struct EngineOptions {
   bool flatten_transparency = false;
   int test_model_token_delay_ms = 0;       // slows the test model (tests of deadlines)
   int test_model_load_delay_ms = 0;        // slows its load (tests of signals while loading)
+  int test_model_stall_ms = 0;             // its Encode ignores deadlines this long (liveness)
 };
 
 class Engine {

@@ -121,6 +121,10 @@ Scheduler::Stats Scheduler::GetStats() const {
   stats.queued = static_cast<int>(queue_.size());
   stats.in_flight = static_cast<int>(running_.size());
   stats.queued_bytes = queued_bytes_;
+  const Clock::time_point now = Clock::now();
+  for (const Job* job : running_) {
+    stats.worst_overrun = std::max(stats.worst_overrun, now - job->request.deadline);
+  }
   return stats;
 }
 

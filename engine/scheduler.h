@@ -51,6 +51,9 @@ class Scheduler {
     int queued = 0;
     int in_flight = 0;
     uint64_t queued_bytes = 0;  // image bytes of the queued and running requests
+    // How long the running request furthest past its deadline has been past it (0: none).
+    // Models stop within one step of a deadline, so a large value means a stuck worker.
+    Clock::duration worst_overrun{0};
   };
   Stats GetStats() const;
 

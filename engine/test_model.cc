@@ -134,7 +134,10 @@ class TestModel : public Model {
   absl::StatusOr<std::shared_ptr<const EncodedImage>> Encode(std::string_view image_bytes,
                                                              const RunContext& ctx) const override {
     const Clock::time_point start = Clock::now();
-    absl::StatusOr<RgbImage> rgb = DecodeImage(image_bytes, options_.max_image_pixels, ctx.flatten_transparency);
+    if (options_.stall_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.stall_ms));
+    absl::StatusOr<RgbImage> rgb = DecodeImage(image_bytes, options_.max_image_pixels,
+                                                  ctx.flatten_transparency,
+                                                  [&ctx] { return ctx.CheckAlive(); });
     if (!rgb.ok()) return rgb.status();
     const Clock::time_point decoded = Clock::now();
     std::shared_ptr<const EncodedImage> image = Fingerprint(*rgb);

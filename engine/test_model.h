@@ -20,6 +20,9 @@ namespace moondream {
 struct TestModelOptions {
   uint64_t max_image_pixels = 50'000'000;
   int token_delay_ms = 0;
+  // Encode sleeps this long without checking its deadline: a stage that cannot be stopped
+  // (tests of the liveness probe).
+  int stall_ms = 0;
 };
 
 std::unique_ptr<Model> MakeTestModel(const TestModelOptions& options);

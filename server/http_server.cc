@@ -55,9 +55,14 @@ absl::StatusOr<tcp::endpoint> Resolve(net::io_context& ioc, const std::string& l
 
 constexpr auto kLinger = std::chrono::seconds(2);
 
-constexpr char kBusy[] =
-    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 27\r\n"
-    "Connection: close\r\n\r\ntoo many open connections\r\n";
+// The answer to a connection over the limit, written raw (no session is made for it).
+std::string BusyResponse(const HttpServerOptions& options) {
+  auto [content_type, body] =
+      options.error_body(503, "too many open connections (--http-max-connections)");
+  return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " + content_type +
+         "\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\nConnection: close\r\n\r\n" + body;
+}
 
 }  // namespace
 
@@ -80,6 +85,7 @@ struct HttpServer::Impl {
   std::unordered_set<Session*> sessions;  // guarded by mu
   std::shared_ptr<ssl::context> tls;      // null: plain HTTP; guarded by mu (SIGHUP swaps it)
   int port = 0;
+  std::string busy_response;  // BusyResponse(options)
   // Declared last: destroying the io_context destroys pending handlers, which may hold the
   // last reference to a session, whose destructor uses the members above.
   net::io_context ioc;
@@ -557,7 +563,7 @@ void HttpServer::Impl::Accept() {
       }
       if (open >= static_cast<size_t>(options.max_connections)) {
         auto refused = std::make_shared<tcp::socket>(std::move(socket));
-        net::async_write(*refused, net::buffer(kBusy, sizeof(kBusy) - 1),
+        net::async_write(*refused, net::buffer(busy_response),
                          [refused](beast::error_code, size_t) {
                            beast::error_code ignored;
                            refused->shutdown(tcp::socket::shutdown_both, ignored);
@@ -581,6 +587,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
     };
   }
   impl->handler = std::move(handler);
+  impl->busy_response = BusyResponse(impl->options);
   if (options.tls.enabled()) {
     absl::StatusOr<std::shared_ptr<ssl::context>> tls = LoadTlsContext(options.tls);
     if (!tls.ok()) return tls.status();

@@ -88,7 +88,8 @@ class ChatCall {
 
 }  // namespace
 
-HttpService::HttpService(const ServingState* state) : state_(state), created_(UnixNow()) {}
+HttpService::HttpService(const ServingState* state, std::chrono::seconds stall_timeout)
+    : state_(state), stall_timeout_(stall_timeout), created_(UnixNow()) {}
 
 http::Handler HttpService::ApiHandler() {
   return [this](const http::HttpRequest& request, std::shared_ptr<http::Responder> responder) {
@@ -116,7 +117,7 @@ bool HttpService::ServeOps(const http::HttpRequest& request, http::Responder& re
   } else if (path == "/metrics") {
     responder.Send(200, kPrometheus, state_->metrics()->Render());
   } else if (path == "/healthz") {
-    responder.Send(200, kText, "ok\n");
+    Liveness(responder);
   } else if (state_->draining()) {
     responder.Send(503, kText, "draining\n");
   } else if (state_->backend() == nullptr) {
@@ -125,6 +126,18 @@ bool HttpService::ServeOps(const http::HttpRequest& request, http::Responder& re
     responder.Send(200, kText, "ready\n");
   }
   return true;
+}
+
+void HttpService::Liveness(http::Responder& responder) const {
+  const Backend* backend = state_->backend();
+  const double overrun = backend ? backend->engine->Stats().worst_overrun_seconds : 0;
+  if (overrun >= static_cast<double>(stall_timeout_.count())) {
+    return responder.Send(503, kText,
+                          "stuck: a worker is still running a request " +
+                              std::to_string(static_cast<int>(overrun)) +
+                              " s after its deadline (--stall-timeout)\n");
+  }
+  responder.Send(200, kText, "ok\n");
 }
 
 void HttpService::ServeApi(const http::HttpRequest& request,

@@ -4,6 +4,7 @@
 // docs/http.md describes every route.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,7 +17,9 @@ namespace moondream::server {
 
 class HttpService {
  public:
-  explicit HttpService(const ServingState* state);  // `state` must outlive the service
+  // `state` must outlive the service. stall_timeout: /healthz fails while a worker is still
+  // running a request this long after its deadline.
+  HttpService(const ServingState* state, std::chrono::seconds stall_timeout);
 
   // --http-listen serves every route; --metrics-listen only the operational ones.
   http::Handler ApiHandler();
@@ -33,7 +36,11 @@ class HttpService {
   void Models(const http::HttpRequest& request, const std::string& name,
               http::Responder& responder);
 
+  // 503 with the reason when the engine has a stuck worker; 200 otherwise.
+  void Liveness(http::Responder& responder) const;
+
   const ServingState* state_;
+  const std::chrono::seconds stall_timeout_;
   const int64_t created_;  // the "created" time of every model: when the server started
 };
 

@@ -17,6 +17,7 @@
 
 #include "engine/engine.h"
 #include "engine/log.h"
+#include "engine/process_memory.h"
 #include "server/grpc_server.h"
 #include "server/http_server.h"
 #include "server/http_service.h"
@@ -26,6 +27,9 @@
 
 namespace moondream::server {
 namespace {
+
+// Bytes freed since the low point that make the heap trimmer release the arenas' memory.
+constexpr uint64_t kTrimGrowthBytes = 32ull << 20;
 
 // Time calls get after the drain to send their last messages before being cancelled.
 constexpr auto kShutdownTimeout = std::chrono::seconds(5);
@@ -176,10 +180,13 @@ int Run(int argc, char** argv) {
   SetLogLevel(options->server.log_level);
   LogOptions(*options);
 
+  // Freed request buffers go back to the OS within half a second (docs/memory.md).
+  const HeapTrimmer trimmer(std::chrono::milliseconds(500), kTrimGrowthBytes);
   Metrics metrics;
   ServingState state(&metrics, options->server.api_key);
   MoondreamService service(&state);
-  HttpService http_service(&state);
+  HttpService http_service(
+      &state, std::chrono::seconds(absl::ToInt64Seconds(options->server.stall_timeout)));
   absl::StatusOr<StartedServer> grpc = StartGrpcServer(options->server, &service);
   if (!grpc.ok()) return Fail("listen_failed", grpc.status());
   absl::StatusOr<HttpListeners> http = StartHttpListeners(options->server, &http_service);

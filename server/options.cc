@@ -30,6 +30,9 @@ ABSL_FLAG(std::string, http_listen, "",
 ABSL_FLAG(absl::Duration, http_read_timeout, absl::Seconds(30),
           "HTTP: a whole request (headers and body) must arrive within this, and a client "
           "must take each write within it; idle kept-alive connections close after it");
+ABSL_FLAG(absl::Duration, stall_timeout, absl::Seconds(120),
+          "Liveness: /healthz answers 503 while a worker is still running a request this long "
+          "after its deadline (a stuck worker; kubelet then restarts the container)");
 ABSL_FLAG(int, http_max_connections, 256,
           "HTTP: open connections per listener; beyond, 503 and close");
 ABSL_FLAG(int64_t, http_memory_bytes, 64 << 20,
@@ -107,6 +110,9 @@ ABSL_FLAG(bool, reflection, true,
           "Serve gRPC server reflection (grpcurl list/describe); --reflection=false turns it off");
 ABSL_FLAG(int, test_model_token_delay_ms, kEngineDefaults.test_model_token_delay_ms,
           "Per-token delay of the test model (tests of deadlines, cancellation, draining)");
+ABSL_FLAG(int, test_model_stall_ms, kEngineDefaults.test_model_stall_ms,
+          "The test model's image encode ignores deadlines this long (tests of the liveness "
+          "probe)");
 ABSL_FLAG(int, test_model_load_delay_ms, kEngineDefaults.test_model_load_delay_ms,
           "Load time of the test model (tests of signals during a model load)");
 
@@ -168,6 +174,7 @@ EngineOptions EngineFromFlags() {
   e.flatten_transparency = absl::GetFlag(FLAGS_flatten_transparency);
   e.test_model_token_delay_ms = absl::GetFlag(FLAGS_test_model_token_delay_ms);
   e.test_model_load_delay_ms = absl::GetFlag(FLAGS_test_model_load_delay_ms);
+  e.test_model_stall_ms = absl::GetFlag(FLAGS_test_model_stall_ms);
   return e;  // Engine::Create validates model, precision and device
 }
 
@@ -189,6 +196,11 @@ absl::StatusOr<ServerOptions> ServerFromFlags() {
   if (o.http_read_timeout < absl::Seconds(1)) {
     return absl::InvalidArgumentError("--http-read-timeout=" +
                                       absl::FormatDuration(o.http_read_timeout) +
+                                      ": expected at least 1s");
+  }
+  o.stall_timeout = absl::GetFlag(FLAGS_stall_timeout);
+  if (o.stall_timeout < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("--stall-timeout=" + absl::FormatDuration(o.stall_timeout) +
                                       ": expected at least 1s");
   }
   o.http_max_connections = absl::GetFlag(FLAGS_http_max_connections);
@@ -276,6 +288,7 @@ void LogOptions(const Options& options) {
        {"tls", s.tls.enabled() ? (s.tls.client_ca.empty() ? "tls" : "mutual") : "off"},
        {"http_read_timeout", absl::FormatDuration(s.http_read_timeout)},
        {"http_max_connections", s.http_max_connections},
+       {"stall_timeout", absl::FormatDuration(s.stall_timeout)},
        {"http_memory_bytes", s.http_memory_bytes},
        {"flatten_transparency", e.flatten_transparency}, {"model", e.model},
        {"model_dir", e.model_dir}, {"variants", absl::StrJoin(e.variants, ",")},
@@ -298,7 +311,8 @@ void LogOptions(const Options& options) {
        {"max_connection_age_grace", absl::FormatDuration(s.max_connection_age_grace)},
        {"reflection", s.reflection},
        {"test_model_token_delay_ms", e.test_model_token_delay_ms},
-       {"test_model_load_delay_ms", e.test_model_load_delay_ms}});
+       {"test_model_load_delay_ms", e.test_model_load_delay_ms},
+       {"test_model_stall_ms", e.test_model_stall_ms}});
 }
 
 }  // namespace moondream::server

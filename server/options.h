@@ -22,6 +22,7 @@ struct ServerOptions {
   TlsFiles tls;  // gRPC and --http-listen (not --metrics-listen); off when tls.cert is empty
   absl::Duration http_read_timeout;  // whole request; each write; keep-alive idle
   int http_max_connections = 0;      // per HTTP listener
+  absl::Duration stall_timeout;      // liveness: a worker this far past a deadline is stuck
   size_t http_body_bytes = 0;        // one body: a base64 image of max_message_bytes + JSON
   int64_t http_memory_bytes = 0;     // bodies of all HTTP requests being received at once
   int max_message_bytes = 0;   // largest request message accepted

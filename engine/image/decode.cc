@@ -80,6 +80,33 @@ VipsImage* OpenHeader(Format format, std::string_view bytes) {
   return rc == 0 ? out : nullptr;
 }
 
+// Start-of-scan markers of a JPEG, walking its segments (and skipping entropy-coded data,
+// where 0xFF is followed by 0x00 or a restart marker). Stops counting past `limit`.
+int CountJpegScans(std::string_view b, int limit) {
+  int scans = 0;
+  size_t i = 2;  // after SOI
+  while (i + 4 <= b.size() && scans <= limit) {
+    if (uint8_t(b[i]) != 0xFF) return scans;  // not a marker: corrupt, left to the decoder
+    const uint8_t marker = uint8_t(b[i + 1]);
+    if (marker == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (marker == 0xD9) return scans;  // EOI
+    const size_t length = (size_t(uint8_t(b[i + 2])) << 8) | uint8_t(b[i + 3]);
+    i += 2 + length;
+    if (marker != 0xDA) continue;
+    ++scans;
+    // Entropy-coded data runs to the next marker that is not a stuffed byte or RSTn.
+    while (i + 1 < b.size() &&
+           !(uint8_t(b[i]) == 0xFF && uint8_t(b[i + 1]) != 0x00 &&
+             (uint8_t(b[i + 1]) < 0xD0 || uint8_t(b[i + 1]) > 0xD7))) {
+      ++i;
+    }
+  }
+  return scans;
+}
+
 // PNG colour type 0 (grey, no alpha channel) at 16 bits: Pillow opens it as mode "I" and
 // convert("RGB") clips to 255. Every other 16-bit PNG keeps the high byte.
 bool IsPngGrey16(std::string_view b) {
@@ -157,22 +184,29 @@ constexpr int kStripPixels = 1 << 20;
 constexpr int kMaxStripRows = 64;
 
 // Pulls the image top to bottom (the loaders are sequential) through a region and
-// converts each strip into out->pixels. False when the decoder fails (corrupt, truncated).
-bool DecodeStrips(VipsImage* image, const RgbConverter& converter, RgbImage* out) {
+// converts each strip into out->pixels. DATA_LOSS when the decoder fails (corrupt,
+// truncated); `check`'s error when it stops the decode.
+absl::Status DecodeStrips(VipsImage* image, const RgbConverter& converter,
+                          const DecodeCheck& check, RgbImage* out) {
   std::unique_ptr<VipsRegion, void (*)(VipsRegion*)> region(
       vips_region_new(image), [](VipsRegion* r) { g_object_unref(r); });
-  if (!region) return false;
+  if (!region) return absl::InternalError("libvips: cannot create a region");
   out->pixels.resize(size_t(out->width) * out->height * 3);
   const int rows = std::clamp(kStripPixels / out->width, 1, kMaxStripRows);
   for (int top = 0; top < out->height; top += rows) {
+    if (check) {
+      if (absl::Status alive = check(); !alive.ok()) return alive;
+    }
     VipsRect strip{0, top, out->width, std::min(rows, out->height - top)};
-    if (vips_region_prepare(region.get(), &strip) != 0) return false;
+    if (vips_region_prepare(region.get(), &strip) != 0) {
+      return absl::DataLossError("decoder failed");  // mapped to Corrupt() by the caller
+    }
     for (int y = top; y < top + strip.height; ++y) {
       converter.Row(VIPS_REGION_ADDR(region.get(), 0, y), y, out->width,
                     &out->pixels[size_t(y) * out->width * 3]);
     }
   }
-  return true;
+  return absl::OkStatus();
 }
 
 absl::Status Corrupt(Format format) {
@@ -183,11 +217,17 @@ absl::Status Corrupt(Format format) {
 }  // namespace
 
 absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels,
-                                     bool flatten_onto_white) {
+                                     bool flatten_onto_white, const DecodeCheck& check) {
   if (bytes.empty()) return absl::InvalidArgumentError("image is empty");
   const Format format = Sniff(bytes);
   if (format == Format::kUnknown) {
     return absl::InvalidArgumentError("not a supported image format (JPEG, PNG, WebP, GIF)");
+  }
+  if (format == Format::kJpeg) {
+    if (const int scans = CountJpegScans(bytes, kMaxJpegScans); scans > kMaxJpegScans) {
+      return absl::InvalidArgumentError(absl::StrCat("JPEG has more than ", kMaxJpegScans,
+                                                     " scans (a progressive-JPEG CPU bomb)"));
+    }
   }
   if (!vips_util::EnsureInit()) return absl::InternalError("libvips failed to initialise");
   vips_util::ImagePtr image(OpenHeader(format, bytes));
@@ -210,7 +250,9 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels
   if (format == Format::kGif) gif = image_internal::FirstGifFrame(bytes);
   const RgbConverter converter(image.get(), format == Format::kPng && IsPngGrey16(bytes),
                                format == Format::kGif ? &gif : nullptr, flatten_onto_white);
-  if (!DecodeStrips(image.get(), converter, &out)) return Corrupt(format);
+  if (absl::Status decoded = DecodeStrips(image.get(), converter, check, &out); !decoded.ok()) {
+    return decoded.code() == absl::StatusCode::kDataLoss ? Corrupt(format) : decoded;
+  }
   return out;
 }
 

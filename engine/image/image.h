@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -30,8 +31,16 @@ struct RgbImage {
 // Errors: InvalidArgument naming the problem ("image is empty", "not a supported image
 // format (JPEG, PNG, WebP, GIF)", "corrupt or truncated JPEG: <libvips message>",
 // "image is WxH = N pixels, over the limit of M (--max-image-pixels)").
+//
+// Stopping early: a JPEG with more than kMaxJpegScans scans is refused before decoding
+// (progressive scans each pass over the whole image: a few KB can cost minutes of CPU), and
+// `check` (when set) runs between strips of rows; its error stops the decode and is
+// returned (the engine passes its deadline and cancellation check).
+inline constexpr int kMaxJpegScans = 100;
+using DecodeCheck = std::function<absl::Status()>;
 absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels,
-                                     bool flatten_onto_white = false);
+                                     bool flatten_onto_white = false,
+                                     const DecodeCheck& check = nullptr);
 
 struct Tiling {
   int rows = 1, cols = 1;

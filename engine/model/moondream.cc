@@ -104,7 +104,8 @@ absl::StatusOr<at::Tensor> Moondream::EncodeEmbeds(std::string_view image_bytes,
                                                    const RunContext& ctx,
                                                    VisionTaps* taps) const {
   Clock::time_point start = Clock::now();
-  MD_ASSIGN_OR_RETURN(const RgbImage rgb, DecodeImage(image_bytes, max_image_pixels_, ctx.flatten_transparency));
+  MD_ASSIGN_OR_RETURN(const RgbImage rgb, DecodeImage(image_bytes, max_image_pixels_, ctx.flatten_transparency,
+                                                  [&ctx] { return ctx.CheckAlive(); }));
   MD_ASSIGN_OR_RETURN(const Crops crops, OverlapCrops(rgb, CropConfigFor(vision_.config())));
   if (ctx.timings != nullptr) ctx.timings->image_decode_ms += MsSince(start);
   MD_RETURN_IF_ERROR(ctx.CheckAlive());

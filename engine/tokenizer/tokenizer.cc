@@ -1,6 +1,7 @@
 #include "engine/tokenizer/tokenizer.h"
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
@@ -92,11 +93,18 @@ absl::Status CheckPipeline(const json& root) {
   if (!root.contains("pre_tokenizer") || !root["pre_tokenizer"].is_object())
     return BadField("pre_tokenizer", "must be an object");
   const json& pre = root["pre_tokenizer"];
-  if (pre.value("type", "") != "ByteLevel")
+  // Types are checked before any value is read: json::value() throws on a type mismatch
+  // (e.g. "type": true), which would end the process instead of refusing the file.
+  if (!pre.contains("type") || pre["type"] != "ByteLevel")
     return BadField("pre_tokenizer.type", "must be \"ByteLevel\"");
-  if (pre.value("add_prefix_space", false))
+  auto flag = [&](const char* name, bool fallback) -> std::optional<bool> {
+    if (!pre.contains(name)) return fallback;
+    if (!pre[name].is_boolean()) return std::nullopt;
+    return pre[name].get<bool>();
+  };
+  if (flag("add_prefix_space", false) != false)
     return BadField("pre_tokenizer.add_prefix_space", "must be false");
-  if (!pre.value("use_regex", true)) return BadField("pre_tokenizer.use_regex", "must be true");
+  if (flag("use_regex", true) != true) return BadField("pre_tokenizer.use_regex", "must be true");
   if (!root.contains("model") || !root["model"].is_object())
     return BadField("model", "must be an object");
   const json& model = root["model"];

@@ -1,6 +1,8 @@
 #include "engine/weights/config.h"
 
 #include <fstream>
+#include <initializer_list>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -74,7 +76,36 @@ absl::Status ReadTokenizer(const Json& config, TokenizerConfig* tok, const std::
   return absl::OkStatus();
 }
 
+// Layer counts far above any real model (24 and 27 in Moondream2) and far below what would
+// make the list of expected tensors (ExpectedTensors) a runaway allocation.
+constexpr int kMaxLayers = 1024;
+
+// Whether the product of `factors` (each in 1..2^30, as ReadInts allows) fits an int.
+bool FitsInt(std::initializer_list<int64_t> factors) {
+  int64_t product = 1;
+  for (int64_t f : factors) {
+    product *= f;  // product <= INT_MAX and f <= 2^30 before: no int64 overflow
+    if (product > std::numeric_limits<int>::max()) return false;
+  }
+  return true;
+}
+
 absl::Status Validate(const MoondreamConfig& c, const std::string& source) {
+  // First what the checks below and the engine compute in int (2*n_heads, the 3*dim and
+  // 4*dim of the text blocks, VisionConfig's patch_dim() and n_patches(), 2*overlap_margin):
+  // a corrupt config is refused here instead of overflowing.
+  if (c.text.n_layers > kMaxLayers || c.vision.enc_n_layers > kMaxLayers) {
+    return ConfigError(source, absl::StrCat("text.n_layers and vision.enc_n_layers must be at most ", kMaxLayers));
+  }
+  const VisionConfig& v = c.vision;
+  const char* too_large = nullptr;
+  if (!FitsInt({2, c.text.n_heads})) too_large = "2*text.n_heads";
+  else if (!FitsInt({4, c.text.dim})) too_large = "4*text.dim";
+  else if (!FitsInt({3, v.enc_dim})) too_large = "3*vision.enc_dim";
+  else if (!FitsInt({v.in_channels, v.enc_patch_size, v.enc_patch_size})) too_large = "vision.in_channels*enc_patch_size^2";
+  else if (!FitsInt({v.grid(), v.grid()})) too_large = "(vision.crop_size/enc_patch_size)^2";
+  else if (!FitsInt({2, v.overlap_margin})) too_large = "2*vision.overlap_margin";
+  if (too_large != nullptr) return ConfigError(source, absl::StrCat(too_large, " is too large"));
   if (c.text.dim % c.text.n_heads != 0) return ConfigError(source, "text.dim is not a multiple of text.n_heads");
   if (c.text.dim % (2 * c.text.n_heads) != 0) return ConfigError(source, "text.dim is not a multiple of 2*n_heads");
   if (c.vision.enc_dim % c.vision.enc_n_heads != 0) {

@@ -205,6 +205,45 @@ TEST(DecodeImage, ConcurrentDecodesAgree) {
   EXPECT_FALSE(shas[0].empty());
 }
 
+// A progressive JPEG whose scans each repeat over the whole image: refused by counting its
+// start-of-scan markers before anything is decoded.
+TEST(DecodeImage, JpegScanBombIsRejectedBeforeDecoding) {
+  const std::string jpeg = ReadFile(TestDataDir() + "/progressive.jpg");
+  ASSERT_TRUE(DecodeImage(jpeg, kLimit).ok());
+  const size_t first_scan = jpeg.find("\xFF\xDA");
+  const size_t second_scan = jpeg.find("\xFF\xDA", first_scan + 2);
+  ASSERT_NE(second_scan, std::string::npos);
+  const std::string scan = jpeg.substr(first_scan, second_scan - first_scan);
+  std::string bomb = jpeg.substr(0, first_scan);
+  for (int i = 0; i <= kMaxJpegScans; ++i) bomb += scan;
+  bomb += "\xFF\xD9";
+  const auto image = DecodeImage(bomb, kLimit);
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(image.status().message()).find("scans"), std::string::npos);
+}
+
+// The check runs between strips of rows and its error stops the decode (deadlines and
+// cancellation reach into a large decode).
+TEST(DecodeImage, CheckRunsBetweenStripsAndStopsTheDecode) {
+  const std::string jpeg = ReadFile(FixturesDir() + "/real/images/p0_hubble_1000x872.jpg");
+  int calls = 0;
+  auto counted = DecodeImage(jpeg, kLimit, false, [&] {
+    ++calls;
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(counted.ok());
+  EXPECT_GE(calls, 2);
+  EXPECT_EQ(counted->pixels, DecodeImage(jpeg, kLimit)->pixels);
+  calls = 0;
+  auto stopped = DecodeImage(jpeg, kLimit, false, [&] {
+    return ++calls < 2 ? absl::OkStatus() : absl::DeadlineExceededError("deadline");
+  });
+  ASSERT_FALSE(stopped.ok());
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(calls, 2);
+}
+
 namespace flatten_test {
 
 // The bands libvips decodes (alpha last), for checking the compositing rule per pixel.

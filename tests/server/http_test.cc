@@ -91,7 +91,7 @@ std::string ChatBody(const std::string& text, int max_tokens, bool stream = fals
 
 std::string PostRequest(const std::string& body) {
   return "POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+         "Connection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
 TEST(HttpTransportTest, SlowAndIdleClientsNeitherBlockOthersNorStayForever) {
@@ -245,6 +245,32 @@ TEST(HttpTransportTest, DrainFinishesARunningStreamThenCloses) {
   close(fd);
   EXPECT_NE(stream.find("data: [DONE]"), std::string::npos) << stream;
   EXPECT_EQ(server.WaitExit(seconds(10)), 0) << server.Logs();
+}
+
+// Liveness is engine-aware: a worker still busy well past its request's deadline (here a
+// test-model encode that ignores deadlines for 4 s, with 1 s deadlines) fails /healthz,
+// which recovers once the worker is free; readiness is not affected.
+TEST(HttpTransportTest, LivenessFailsWhileAWorkerIsStuckPastItsDeadline) {
+  ServerProcess server(With({"--test-model-stall-ms=4000", "--max-deadline=1s", "--stall-timeout=1s"}));
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  int code = 0;
+  EXPECT_EQ(Curl("http://" + server.metrics_address() + "/healthz", &code), "ok\n");
+  const int fd = Connect(server.http_address());
+  Send(fd, PostRequest(ChatBody("stuck", 5)));
+  std::string body;
+  const auto end = Clock::now() + seconds(4);
+  while (Clock::now() < end) {
+    body = Curl("http://" + server.metrics_address() + "/healthz", &code);
+    if (code == 503) break;
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  EXPECT_EQ(code, 503);
+  EXPECT_NE(body.find("--stall-timeout"), std::string::npos) << body;
+  Curl("http://" + server.metrics_address() + "/readyz", &code);
+  EXPECT_EQ(code, 200);
+  EXPECT_NE(ReadUntilClosed(fd, milliseconds(8000)).find("HTTP/1.1 504"), std::string::npos);
+  close(fd);
+  EXPECT_EQ(Curl("http://" + server.metrics_address() + "/healthz", &code), "ok\n");
 }
 
 TEST(HttpTransportTest, ApiKeyGuardsGrpcAndHttpButNotHealth) {
