@@ -91,15 +91,17 @@ TEST(LimitsTest, ServerMaxDeadlineAndQueueTimeout) {
 // bytes are released when a request finishes.
 TEST(LimitsTest, QueuedImageBytesAreCapped) {
   constexpr int kCap = 1 << 20;
+  // 1 s per token: the running caption (about ten tokens) outlasts the flood below even on a
+  // starved host (at 200 ms it could finish first under a load of 12 on 2 cores).
   ServerProcess server({"--max-queued-bytes=" + std::to_string(kCap), "--max-concurrency=1",
-                        "--test-model-token-delay-ms=200"});
+                        "--test-model-token-delay-ms=1000"});
   ASSERT_TRUE(server.serving()) << server.Logs();
   auto stub = server.Stub();
   // 700 KB each: one fits under the 1 MiB cap beside the running request, two do not. They
   // are not images (decode fails with INVALID_ARGUMENT), but admission never decodes.
   const v1::CaptionRequest large = CaptionOf(std::string(700 << 10, 'x'));
   PendingCaption running, queued;
-  running.Start(stub.get(), CaptionOf(ReadFixture(kPng), 20));  // 4 s of tokens
+  running.Start(stub.get(), CaptionOf(ReadFixture(kPng), 20));  // ~10 s of tokens
   ASSERT_TRUE(WaitForMetric(server, "moondream_requests_in_flight", {}, 1, seconds(5)));
   queued.Start(stub.get(), large);
   ASSERT_TRUE(WaitForMetric(server, "moondream_queue_depth", {}, 1, seconds(5)));
