@@ -425,7 +425,7 @@ void Session::SetOnDisconnect(const Exchange* ex, std::function<void()> callback
 
 void Session::SendUnary(const Exchange* ex, int status, const std::string& content_type,
                         std::string body) {
-  if (!Current(ex) || closed_ || stream_header_) return;
+  if (!Current(ex) || closed_ || stream_header_ || unary_) return;  // one answer per request
   StopWatching();
   on_disconnect_ = nullptr;
   unary_ = std::make_unique<bhttp::response<bhttp::string_body>>(

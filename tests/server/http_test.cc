@@ -3,8 +3,6 @@
 // early 413; and the API key on gRPC. Well-behaved requests go through curl (a real
 // client); misbehaving ones through raw sockets, since no client library misbehaves on
 // purpose. The OpenAI API itself is tested with the OpenAI SDK (tests/http).
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -33,20 +31,6 @@ const std::vector<std::string> kHttp = {"--http-listen=127.0.0.1:0"};
 std::vector<std::string> With(std::vector<std::string> args) {
   args.insert(args.end(), kHttp.begin(), kHttp.end());
   return args;
-}
-
-int Connect(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
-  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 void Send(int fd, const std::string& data) { (void)!send(fd, data.data(), data.size(), MSG_NOSIGNAL); }
@@ -101,8 +85,8 @@ TEST(HttpTransportTest, SlowAndIdleClientsNeitherBlockOthersNorStayForever) {
   // whole request has 4 s), four connect and send nothing.
   std::atomic<bool> stop{false};
   std::vector<int> trickling, idle;
-  for (int i = 0; i < 8; ++i) trickling.push_back(Connect(server.http_address()));
-  for (int i = 0; i < 4; ++i) idle.push_back(Connect(server.http_address()));
+  for (int i = 0; i < 8; ++i) trickling.push_back(ConnectTo(server.http_address()));
+  for (int i = 0; i < 4; ++i) idle.push_back(ConnectTo(server.http_address()));
   std::thread trickle([&] {
     const std::string header = "GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaa";
     for (size_t i = 0; i < header.size() && !stop; ++i) {
@@ -139,9 +123,9 @@ TEST(HttpTransportTest, ConnectionsBeyondTheLimitGet503AndTheRestStillWork) {
   ServerProcess server(With({"--http-max-connections=3"}));
   ASSERT_TRUE(server.serving()) << server.Logs();
   std::vector<int> held;
-  for (int i = 0; i < 3; ++i) held.push_back(Connect(server.http_address()));
+  for (int i = 0; i < 3; ++i) held.push_back(ConnectTo(server.http_address()));
   std::this_thread::sleep_for(milliseconds(200));  // accepted
-  const int extra = Connect(server.http_address());
+  const int extra = ConnectTo(server.http_address());
   EXPECT_NE(ReadUntilClosed(extra, milliseconds(3000)).find("503"), std::string::npos);
   close(extra);
   close(held.back());  // a slot frees up
@@ -156,7 +140,7 @@ TEST(HttpTransportTest, ClientThatHangsUpCancelsItsRequest) {
   ServerProcess server(With({"--test-model-token-delay-ms=200"}));
   ASSERT_TRUE(server.serving()) << server.Logs();
   for (const bool stream : {false, true}) {
-    const int fd = Connect(server.http_address());
+    const int fd = ConnectTo(server.http_address());
     Send(fd, PostRequest(ChatBody("slow question", 100, stream)));
     ASSERT_TRUE(WaitForMetric(server, "moondream_requests_in_flight", {}, 1, seconds(5)));
     close(fd);  // 100 tokens would take 20 s
@@ -185,20 +169,20 @@ TEST(HttpTransportTest, ExpectContinuePipeliningAndEarly413) {
   EXPECT_NE(verbose.find("< HTTP/1.1 100 Continue"), std::string::npos) << verbose;
   EXPECT_NE(verbose.find("< HTTP/1.1 200 OK"), std::string::npos) << verbose;
   // Two pipelined requests on one connection are answered in order.
-  int fd = Connect(server.http_address());
+  int fd = ConnectTo(server.http_address());
   Send(fd, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
   const std::string both = ReadUntilClosed(fd, milliseconds(3000));
   close(fd);
   EXPECT_LT(both.find("ok\n"), both.find("ready\n")) << both;
   // A body announced over the limit is refused before it is sent.
-  fd = Connect(server.http_address());
+  fd = ConnectTo(server.http_address());
   Send(fd, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000000\r\n\r\n");
   const std::string refused = ReadUntilClosed(fd, milliseconds(3000));
   close(fd);
   EXPECT_EQ(refused.rfind("HTTP/1.1 413", 0), 0u) << refused;
   EXPECT_NE(refused.find("\"request_too_large\""), std::string::npos) << refused;
   // Bytes that are not HTTP get a 400.
-  fd = Connect(server.http_address());
+  fd = ConnectTo(server.http_address());
   Send(fd, "HELLO THERE\r\n\r\n");
   EXPECT_EQ(ReadUntilClosed(fd, milliseconds(3000)).rfind("HTTP/1.1 400", 0), 0u);
   close(fd);
@@ -211,10 +195,10 @@ TEST(HttpTransportTest, BodiesInFlightShareOneBudget) {
   ASSERT_TRUE(server.serving()) << server.Logs();
   const std::string header =
       "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 150000\r\n\r\n";
-  const int slow = Connect(server.http_address());
+  const int slow = ConnectTo(server.http_address());
   Send(slow, header + std::string(1000, ' '));  // holds its 150000 while it trickles
   std::this_thread::sleep_for(milliseconds(300));
-  int fd = Connect(server.http_address());
+  int fd = ConnectTo(server.http_address());
   Send(fd, header);
   const std::string refused = ReadUntilClosed(fd, milliseconds(3000));
   close(fd);
@@ -222,13 +206,13 @@ TEST(HttpTransportTest, BodiesInFlightShareOneBudget) {
   EXPECT_NE(refused.find("--http-memory-bytes"), std::string::npos) << refused;
   close(slow);  // its reservation is returned
   std::this_thread::sleep_for(milliseconds(300));
-  fd = Connect(server.http_address());
+  fd = ConnectTo(server.http_address());
   Send(fd, header + std::string(150000, ' '));
   const std::string answered = ReadUntilClosed(fd, milliseconds(3000));
   close(fd);
   EXPECT_EQ(answered.rfind("HTTP/1.1 400", 0), 0u) << answered;  // spaces are not JSON
   // A body without a length cannot be budgeted.
-  fd = Connect(server.http_address());
+  fd = ConnectTo(server.http_address());
   Send(fd, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
   EXPECT_EQ(ReadUntilClosed(fd, milliseconds(3000)).rfind("HTTP/1.1 411", 0), 0u);
   close(fd);
@@ -237,7 +221,7 @@ TEST(HttpTransportTest, BodiesInFlightShareOneBudget) {
 TEST(HttpTransportTest, DrainFinishesARunningStreamThenCloses) {
   ServerProcess server(With({"--test-model-token-delay-ms=100"}));
   ASSERT_TRUE(server.serving()) << server.Logs();
-  const int fd = Connect(server.http_address());
+  const int fd = ConnectTo(server.http_address());
   Send(fd, PostRequest(ChatBody("drain me", 10, /*stream=*/true)));
   ASSERT_TRUE(WaitForMetric(server, "moondream_requests_in_flight", {}, 1, seconds(5)));
   server.Signal(SIGTERM);
@@ -255,7 +239,7 @@ TEST(HttpTransportTest, LivenessFailsWhileAWorkerIsStuckPastItsDeadline) {
   ASSERT_TRUE(server.serving()) << server.Logs();
   int code = 0;
   EXPECT_EQ(Curl("http://" + server.metrics_address() + "/healthz", &code), "ok\n");
-  const int fd = Connect(server.http_address());
+  const int fd = ConnectTo(server.http_address());
   Send(fd, PostRequest(ChatBody("stuck", 5)));
   std::string body;
   const auto end = Clock::now() + seconds(4);

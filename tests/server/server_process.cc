@@ -125,7 +125,7 @@ std::string LogField(const std::string& line, const std::string& key) {
   return line.substr(begin, line.find(' ', begin) - begin);
 }
 
-std::string HttpGet(const std::string& address, const std::string& path) {
+int ConnectTo(const std::string& address) {
   const size_t colon = address.rfind(':');
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -134,8 +134,14 @@ std::string HttpGet(const std::string& address, const std::string& path) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     close(fd);
-    return "";
+    return -1;
   }
+  return fd;
+}
+
+std::string HttpGet(const std::string& address, const std::string& path) {
+  const int fd = ConnectTo(address);
+  if (fd < 0) return "";
   const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
   (void)!write(fd, request.data(), request.size());
   std::string response;

@@ -58,6 +58,8 @@ class ServerProcess {
 
 // The value of `key=` in a logfmt line ("" when absent).
 std::string LogField(const std::string& line, const std::string& key);
+// A TCP connection to 127.0.0.1:PORT (IPv4 host:port); its fd, or -1.
+int ConnectTo(const std::string& address);
 // GET http://address/path (HTTP/1.0); the body, or "" on failure.
 std::string HttpGet(const std::string& address, const std::string& path);
 // The value of the first sample of `name` whose labels include every `k="v"` in

@@ -264,6 +264,16 @@ TEST(TokenizerTest, LoadErrorsNameTheField) {
   ExpectErrorNames(Tokenizer::FromJson(EditedTokenizerJson(
                        [](json& j) { j["pre_tokenizer"]["add_prefix_space"] = true; })),
                    "pre_tokenizer.add_prefix_space");
+  // Wrong JSON types are refused, not thrown (found by tests/fuzz/tokenizer_json).
+  ExpectErrorNames(
+      Tokenizer::FromJson(EditedTokenizerJson([](json& j) { j["pre_tokenizer"]["type"] = true; })),
+      "pre_tokenizer.type");
+  ExpectErrorNames(Tokenizer::FromJson(EditedTokenizerJson(
+                       [](json& j) { j["pre_tokenizer"]["add_prefix_space"] = "no"; })),
+                   "pre_tokenizer.add_prefix_space");
+  ExpectErrorNames(Tokenizer::FromJson(EditedTokenizerJson(
+                       [](json& j) { j["pre_tokenizer"]["use_regex"] = nullptr; })),
+                   "pre_tokenizer.use_regex");
   ExpectErrorNames(
       Tokenizer::FromJson(EditedTokenizerJson([](json& j) { j["model"]["vocab"].erase("a"); })),
       "model.vocab");

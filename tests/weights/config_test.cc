@@ -101,6 +101,12 @@ TEST(Config, TemplateOverrideAndErrors) {
       {R"({"config":{"vision":[]}})", "config.vision"},
       {R"({"config":{"text":{"dim":100,"n_heads":3}}})", "n_heads"},
       {R"({"config":{"tokenizer":{"templates":{"detect":{"suffix":[1,"x"]}}}}})", "templates.detect.suffix"},
+      // Sizes the engine derives in int, and runaway layer counts (found by tests/fuzz/model_config).
+      {R"({"config":{"text":{"n_layers":1073741824}}})", "n_layers"},
+      {R"({"config":{"text":{"n_heads":1073741824,"dim":1073741824}}})", "2*text.n_heads"},
+      {R"({"config":{"vision":{"enc_dim":1073741824,"enc_n_heads":1}}})", "3*vision.enc_dim"},
+      {R"({"config":{"vision":{"in_channels":1073741824}}})", "in_channels*enc_patch_size^2"},
+      {R"({"config":{"vision":{"crop_size":1073741824,"enc_patch_size":1}}})", "crop_size/enc_patch_size"},
   };
   for (const Bad& b : bad) {
     auto r = ParseConfig(b.json, "cfg.json");
