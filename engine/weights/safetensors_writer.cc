@@ -67,7 +67,9 @@ absl::Status SafetensorsWriter::Write(const void* data, size_t nbytes) {
     return absl::InvalidArgumentError(absl::StrCat("safetensors ", path_, ": tensor ", e.name, " needs ",
                                                    ByteSize(e), " bytes, got ", nbytes));
   }
-  if (std::fwrite(data, 1, nbytes, file_) != nbytes) {
+  // An empty tensor may come with data == nullptr: fwrite's pointer must be valid even
+  // for 0 bytes (C 7.1.4; UBSan's nonnull-attribute check), so nothing is written then.
+  if (nbytes > 0 && std::fwrite(data, 1, nbytes, file_) != nbytes) {
     return absl::InternalError(absl::StrCat("safetensors ", path_, ": write of tensor ", e.name, " failed"));
   }
   ++next_;

@@ -2,13 +2,15 @@
 // the OpenAI-compatible HTTP front), parses the logfmt `event=listening` line for the
 // bound addresses, waits for `event=serving` and kills the process on stop().
 //
-// Env: MOONDREAM_SERVER_BINARY (the binary), MOONDREAM_FIXTURES_DIR (moondream-tiny).
+// Env: MOONDREAM_SERVER_BINARY (the binary), MOONDREAM_FIXTURES_DIR (moondream-tiny),
+// MOONDREAM_TEST_TIME_SCALE (multiplies the SDK's request timeout; scripts/test --asan sets 3).
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import OpenAI from "openai";
 
 export const BINARY = process.env.MOONDREAM_SERVER_BINARY ?? "";
 export const FIXTURES_DIR = process.env.MOONDREAM_FIXTURES_DIR ?? "";
+const TIME_SCALE = Number(process.env.MOONDREAM_TEST_TIME_SCALE) || 1;
 const SETPRIV = "/usr/bin/setpriv";  // util-linux: --pdeathsig, so a killed test run leaves no server
 
 const running = new Set();
@@ -106,7 +108,8 @@ export class ServerProcess {
 
   // An OpenAI SDK client for this server: no retries (429/5xx must reach the test).
   client({ apiKey = "sk-anything", ...options } = {}) {
-    return new OpenAI({ baseURL: this.baseURL, apiKey, maxRetries: 0, timeout: 30_000, ...options });
+    return new OpenAI({ baseURL: this.baseURL, apiKey, maxRetries: 0, timeout: 30_000 * TIME_SCALE,
+                       ...options });
   }
 
   // SIGTERM, then SIGKILL if it has not exited within `graceMs`.
