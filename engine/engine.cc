@@ -198,7 +198,7 @@ struct Engine::Impl {
       : models(std::move(m)),
         cache(o.image_cache_bytes, Seconds(o.image_cache_ttl_s)),
         scheduler(SchedulerOptions{o.max_queue, o.max_concurrency, Seconds(o.queue_timeout_s),
-                                   o.max_queued_bytes},
+                                   o.max_queued_bytes, o.max_image_pixels},
                   &cache),
         max_deadline(Seconds(o.max_deadline_s)),
         default_transparency(o.flatten_transparency ? Transparency::kFlattenOntoWhite

@@ -41,7 +41,9 @@ struct EngineOptions {
   // 160 MiB keeps two; sized to fit the 3 GiB INT8 sidecar (docs/memory.md).
   uint64_t image_cache_bytes = 160ull << 20;
   double image_cache_ttl_s = 3600;
-  uint64_t max_image_pixels = 50'000'000;  // decompression-bomb guard
+  // Decompression-bomb guard, and the pixels all workers decode at once (one image at the
+  // limit decodes alone: SchedulerOptions::max_decode_pixels).
+  uint64_t max_image_pixels = 50'000'000;
   // Requests with Transparency::kServerDefault: flatten alpha onto white (true) or drop
   // it like the reference (false).
   bool flatten_transparency = false;

@@ -13,6 +13,8 @@
 
 namespace moondream {
 
+class PixelBudget;  // engine/image/pixel_budget.h
+
 // An image after decode + vision encode (+ for Moondream, the prefix KV cache).
 // Immutable and shared: one encoding serves many requests (EncodeImage handles);
 // each request keeps what it mutates in its own state (for Moondream, a KV segment that
@@ -31,6 +33,8 @@ struct RunContext {
   std::function<void(std::string_view)> on_text;  // streaming; may be empty
   Timings* timings = nullptr;                      // stages add their time here
   bool flatten_transparency = false;               // image decode: alpha onto white
+  // Pixels being decoded, shared by every worker (DecodeImage's budget); may be null.
+  PixelBudget* decode_budget = nullptr;
 
   // OK, CANCELLED or DEADLINE_EXCEEDED. Models call it between steps so that a
   // request stops within one token step.

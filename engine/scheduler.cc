@@ -43,7 +43,7 @@ absl::Status QueuedError(const absl::Status& alive, double queue_ms) {
 }  // namespace
 
 Scheduler::Scheduler(const SchedulerOptions& options, ImageCache* cache)
-    : options_(options), cache_(cache) {
+    : options_(options), cache_(cache), decode_budget_(options.max_decode_pixels) {
   const int workers = std::max(1, options_.max_concurrency);
   for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   reaper_ = std::thread([this] { ReaperLoop(); });
@@ -229,6 +229,7 @@ absl::StatusOr<Result> Scheduler::Execute(const Job& job, Timings* timings) {
   ctx.on_text = job.callbacks.on_text;
   ctx.timings = timings;
   ctx.flatten_transparency = job.request.transparency == Transparency::kFlattenOntoWhite;
+  if (options_.max_decode_pixels > 0) ctx.decode_budget = &decode_budget_;
   if (absl::Status alive = ctx.CheckAlive(); !alive.ok()) {
     return QueuedError(alive, timings->queue_ms);
   }

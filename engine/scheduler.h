@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/api.h"
+#include "engine/image/pixel_budget.h"
 #include "engine/image_cache.h"
 #include "engine/model.h"
 
@@ -31,6 +32,9 @@ struct SchedulerOptions {
   // Image bytes (Request::image()) of the queued and running requests together; a
   // request that would go past it answers RESOURCE_EXHAUSTED at once. 0 = no cap.
   uint64_t max_queued_bytes = 128ull << 20;
+  // Pixels decoded at once by all workers together (RunContext::decode_budget): the pixel
+  // limit, so that one image at the limit decodes alone. 0 = no bound.
+  uint64_t max_decode_pixels = 0;
 };
 
 class Scheduler {
@@ -83,6 +87,7 @@ class Scheduler {
 
   const SchedulerOptions options_;
   ImageCache* const cache_;
+  PixelBudget decode_budget_;
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;  // queue_ non-empty or stopping_

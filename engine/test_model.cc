@@ -137,7 +137,8 @@ class TestModel : public Model {
     if (options_.stall_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.stall_ms));
     absl::StatusOr<RgbImage> rgb = DecodeImage(image_bytes, options_.max_image_pixels,
                                                   ctx.flatten_transparency,
-                                                  [&ctx] { return ctx.CheckAlive(); });
+                                                  [&ctx] { return ctx.CheckAlive(); },
+                                                  ctx.decode_budget);
     if (!rgb.ok()) return rgb.status();
     const Clock::time_point decoded = Clock::now();
     std::shared_ptr<const EncodedImage> image = Fingerprint(*rgb);

@@ -84,7 +84,7 @@ ABSL_FLAG(int64_t, grpc_memory_bytes, 64 << 20,
 ABSL_FLAG(int, max_concurrent_streams, 32,
           "Most concurrent calls (HTTP/2 streams) per client connection");
 ABSL_FLAG(uint64_t, max_image_pixels, kEngineDefaults.max_image_pixels,
-          "Largest decoded image (width x height)");
+          "Largest decoded image (width x height); also the pixels all workers decode at once");
 ABSL_FLAG(uint64_t, image_cache_bytes, kEngineDefaults.image_cache_bytes,
           "Memory budget of the EncodeImage cache (LRU)");
 ABSL_FLAG(absl::Duration, image_cache_ttl, absl::Seconds(kEngineDefaults.image_cache_ttl_s),

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -217,7 +218,8 @@ absl::Status Corrupt(Format format) {
 }  // namespace
 
 absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels,
-                                     bool flatten_onto_white, const DecodeCheck& check) {
+                                     bool flatten_onto_white, const DecodeCheck& check,
+                                     PixelBudget* budget) {
   if (bytes.empty()) return absl::InvalidArgumentError("image is empty");
   const Format format = Sniff(bytes);
   if (format == Format::kUnknown) {
@@ -244,6 +246,11 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels
                                                    " sample format"));
   }
   RgbImage out;
+  if (budget != nullptr) {
+    absl::StatusOr<PixelBudget::Lease> lease = budget->Acquire(uint64_t(width) * height, check);
+    if (!lease.ok()) return lease.status();
+    out.budget_lease = std::move(*lease);
+  }
   out.width = width;
   out.height = height;
   image_internal::GifFrameInfo gif;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/image/pixel_budget.h"
 
 namespace moondream {
 
@@ -19,6 +20,7 @@ namespace moondream {
 struct RgbImage {
   int width = 0, height = 0;
   std::vector<uint8_t> pixels;
+  PixelBudget::Lease budget_lease;  // DecodeImage's budget: held until the image is destroyed
 };
 
 // Decodes JPEG, PNG, WebP or GIF (first frame) to RGB exactly as Pillow's convert("RGB"):
@@ -36,11 +38,16 @@ struct RgbImage {
 // (progressive scans each pass over the whole image: a few KB can cost minutes of CPU), and
 // `check` (when set) runs between strips of rows; its error stops the decode and is
 // returned (the engine passes its deadline and cancellation check).
+//
+// With `budget`, the image's width × height pixels are taken from it after the header is
+// read and before any pixel buffer exists (waiting, with `check`, while other decodes hold
+// it), and the returned RgbImage holds them until it is destroyed.
 inline constexpr int kMaxJpegScans = 100;
 using DecodeCheck = std::function<absl::Status()>;
 absl::StatusOr<RgbImage> DecodeImage(std::string_view bytes, uint64_t max_pixels,
                                      bool flatten_onto_white = false,
-                                     const DecodeCheck& check = nullptr);
+                                     const DecodeCheck& check = nullptr,
+                                     PixelBudget* budget = nullptr);
 
 struct Tiling {
   int rows = 1, cols = 1;

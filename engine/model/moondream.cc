@@ -100,13 +100,20 @@ absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOption
   return model;
 }
 
+absl::StatusOr<Crops> Moondream::DecodeCrops(std::string_view image_bytes,
+                                             const RunContext& ctx) const {
+  // The RGB image (and its share of ctx.decode_budget) is gone once the crops exist.
+  MD_ASSIGN_OR_RETURN(const RgbImage rgb, DecodeImage(image_bytes, max_image_pixels_, ctx.flatten_transparency,
+                                                  [&ctx] { return ctx.CheckAlive(); },
+                                                  ctx.decode_budget));
+  return OverlapCrops(rgb, CropConfigFor(vision_.config()));
+}
+
 absl::StatusOr<at::Tensor> Moondream::EncodeEmbeds(std::string_view image_bytes,
                                                    const RunContext& ctx,
                                                    VisionTaps* taps) const {
   Clock::time_point start = Clock::now();
-  MD_ASSIGN_OR_RETURN(const RgbImage rgb, DecodeImage(image_bytes, max_image_pixels_, ctx.flatten_transparency,
-                                                  [&ctx] { return ctx.CheckAlive(); }));
-  MD_ASSIGN_OR_RETURN(const Crops crops, OverlapCrops(rgb, CropConfigFor(vision_.config())));
+  MD_ASSIGN_OR_RETURN(const Crops crops, DecodeCrops(image_bytes, ctx));
   if (ctx.timings != nullptr) ctx.timings->image_decode_ms += MsSince(start);
   MD_RETURN_IF_ERROR(ctx.CheckAlive());
   start = Clock::now();

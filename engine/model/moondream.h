@@ -82,6 +82,8 @@ class Moondream final : public Model {
  private:
   Moondream(VisionEncoder vision, std::unique_ptr<Language> lm)
       : vision_(std::move(vision)), lm_(std::move(lm)) {}
+  // Decode (within ctx.decode_budget) and overlap crops; the RGB image is freed on return.
+  absl::StatusOr<Crops> DecodeCrops(std::string_view image_bytes, const RunContext& ctx) const;
 
   VisionEncoder vision_;
   std::unique_ptr<Language> lm_;

@@ -48,7 +48,10 @@ TEST(SelectTiling, EdgeCases) {
 }
 
 RgbImage Gradient(int w, int h) {
-  RgbImage image{w, h, std::vector<uint8_t>(size_t(w) * h * 3)};
+  RgbImage image;
+  image.width = w;
+  image.height = h;
+  image.pixels.resize(size_t(w) * h * 3);
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
       uint8_t* px = &image.pixels[(size_t(y) * w + x) * 3];

@@ -1,7 +1,9 @@
 // DecodeImage (spec §3.1) against Pillow's convert("RGB"): real/ goldens, generated format
 // samples (tests/image/data, expectations from make_test_images.py), and error handling.
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -242,6 +244,53 @@ TEST(DecodeImage, CheckRunsBetweenStripsAndStopsTheDecode) {
   ASSERT_FALSE(stopped.ok());
   EXPECT_EQ(stopped.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(calls, 2);
+}
+
+// With a budget, the decoded image holds its pixels until destroyed, and a decode waits
+// while others hold the budget (one image at the limit decodes alone whatever the number
+// of workers): its check ends the wait.
+TEST(DecodeImage, BudgetHoldsPixelsUntilTheImageIsGoneAndDecodesWait) {
+  const std::string jpeg = ReadFile(FixturesDir() + "/real/images/p0_hubble_1000x872.jpg");
+  constexpr uint64_t kPixels = 1000 * 872;
+  PixelBudget budget(kPixels);  // room for exactly one of these images
+  {
+    auto image = DecodeImage(jpeg, kLimit, false, nullptr, &budget);
+    ASSERT_TRUE(image.ok());
+    EXPECT_EQ(budget.in_use(), kPixels);
+    EXPECT_EQ(image->pixels, DecodeImage(jpeg, kLimit)->pixels);
+    int checks = 0;
+    const auto start = std::chrono::steady_clock::now();
+    auto waiting = DecodeImage(jpeg, kLimit, false, [&] {
+      return ++checks < 3 ? absl::OkStatus() : absl::CancelledError("cancelled");
+    }, &budget);
+    ASSERT_FALSE(waiting.ok());
+    EXPECT_EQ(waiting.status().code(), absl::StatusCode::kCancelled);
+    EXPECT_EQ(checks, 3);  // every 50 ms while waiting, none yet between strips
+    EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(100));
+    EXPECT_EQ(budget.in_use(), kPixels);
+  }
+  EXPECT_EQ(budget.in_use(), 0u);
+
+  // A second decode blocked on the first proceeds as soon as the first image is destroyed.
+  auto first = std::make_unique<RgbImage>(*DecodeImage(jpeg, kLimit, false, nullptr, &budget));
+  std::atomic<bool> done{false};
+  std::thread second([&] {
+    auto image = DecodeImage(jpeg, kLimit, false, nullptr, &budget);
+    EXPECT_TRUE(image.ok());
+    done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(done);
+  first.reset();
+  second.join();
+  EXPECT_TRUE(done);
+  EXPECT_EQ(budget.in_use(), 0u);
+
+  // An image over the budget's capacity takes all of it (the limit is checked before).
+  PixelBudget small(1000);
+  auto big = DecodeImage(jpeg, kLimit, false, nullptr, &small);
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(small.in_use(), 1000u);
 }
 
 namespace flatten_test {
