@@ -3,7 +3,7 @@
 //   bench_stages [--model-dir DIR] --image FILE [--precisions fp32,bf16,int8] [--threads N]
 //                [--int8-isas auto|all|avx2,avxvnni,avxvnni-evex256,avx512vnni,...]
 //                [--repeats 3] [--decode-steps 16] [--stages vision,prefill,decode]
-//                [--probe-mib 0] [--probe-passes 8] [--json FILE]
+//                [--probe-mib 0] [--probe-passes 8] [--int8-smoothing on|off|both] [--json FILE]
 //
 // Columns: fp32, bf16, and the INT8 model once per kernel ISA of --int8-isas (auto: every
 // variant this CPU runs but the scalar reference, both forms of avxvnni where both run; the
@@ -22,6 +22,9 @@
 // PASS/FAIL per ISA against the targets (docs/engine.md) on stdout; progress on stderr;
 // --json FILE gets it all. The exit status is 0 whether targets pass or fail (1 = a stage
 // failed, 2 = bad flags). --model-dir empty = the Hugging Face cache (ResolveModelDir).
+// --int8-smoothing both: each INT8 ISA runs twice, with the load-time outlier smoothing
+// (docs/quantization.md) and without it ("int8-ISA-unsmoothed"), and a "smoothing cost"
+// table gives on / off time per stage from the same run (issue 12's <= 5 % budget).
 #include <malloc.h>
 #include <sched.h>
 #include <unistd.h>
@@ -186,8 +189,11 @@ struct Column {
   std::string key;        // "fp32", "bf16", "int8-avx2", ...
   std::string precision;  // fp32 | bf16 | int8
   const kernels::KernelSet* kernels = nullptr;  // INT8 only
+  bool smoothing = true;                         // INT8 only: MoondreamOptions::int8_smoothing
   std::string isa() const { return kernels ? kernels->name : ""; }
 };
+
+constexpr const char* kUnsmoothed = "-unsmoothed";  // column key suffix of --int8-smoothing off
 
 // --int8-isas: "auto" = every variant this CPU runs but the scalar reference (both forms of
 // avxvnni where both run); "all" = every variant it runs; else a list of variant names
@@ -210,13 +216,20 @@ std::vector<const kernels::KernelSet*> ResolveIsas(const std::string& spec, std:
   return out;
 }
 
+// `smoothing`: on, off or both (on, then off, per ISA).
 std::vector<Column> MakeColumns(const std::vector<std::string>& precisions,
-                                const std::vector<const kernels::KernelSet*>& isas) {
+                                const std::vector<const kernels::KernelSet*>& isas, const std::string& smoothing) {
   std::vector<Column> cols;
   for (const std::string& p : precisions) {
-    if (p != "int8") cols.push_back({p, p, nullptr});
-    else
-      for (const kernels::KernelSet* ks : isas) cols.push_back({"int8-" + std::string(ks->name), p, ks});
+    if (p != "int8") {
+      cols.push_back({p, p, nullptr});
+      continue;
+    }
+    for (const kernels::KernelSet* ks : isas) {
+      const std::string key = "int8-" + std::string(ks->name);
+      if (smoothing != "off") cols.push_back({key, p, ks, true});
+      if (smoothing != "on") cols.push_back({key + kUnsmoothed, p, ks, false});
+    }
   }
   return cols;
 }
@@ -224,6 +237,9 @@ std::vector<Column> MakeColumns(const std::vector<std::string>& precisions,
 // ---- results ----
 struct PrecisionResult {
   std::string key, precision, isa;
+  bool smoothing = true;
+  // Table header: "fp32", "int8 avx2", "int8 avx2 unsmoothed".
+  std::string label() const { return isa.empty() ? key : "int8 " + isa + (smoothing ? "" : " unsmoothed"); }
   double warm_s = 0, load_s = 0, rss_before_load_mb = 0, rss_after_load_mb = 0, peak_rss_mb = 0;
   uint64_t parameters = 0;
   std::string loadavg_start, loadavg_end;
@@ -253,7 +269,7 @@ double PeakRssMb() {
 void ResetPeak() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 struct Options {
-  std::string model_dir, image, json, int8_isas = "auto";
+  std::string model_dir, image, json, int8_isas = "auto", int8_smoothing = "on";
   std::vector<std::string> precisions{"fp32", "bf16", "int8"};
   std::set<std::string> stages{"vision", "prefill", "decode"};
   int threads = 0, repeats = 3, decode_steps = 16, probe_passes = 8;
@@ -273,6 +289,7 @@ std::unique_ptr<Moondream> LoadColumn(const std::string& model_dir, const Column
   options.model_dir = model_dir;
   options.precision = c.precision;
   options.cpu_kernels = c.kernels;
+  options.int8_smoothing = c.smoothing;
   const Clock::time_point load_start = Clock::now();
   auto model = Moondream::Load(options);
   r.load_s = MsSince(load_start) / 1000;
@@ -367,6 +384,7 @@ bool RunColumn(const Options& o, const std::string& model_dir, const std::string
   r.key = c.key;
   r.precision = c.precision;
   r.isa = c.isa();
+  r.smoothing = c.smoothing;
   std::unique_ptr<Moondream> model = LoadColumn(model_dir, c, r);
   if (!model) return false;
   const Moondream& m = *model;
@@ -528,8 +546,24 @@ void Analyze(Report& rep) {
       d.fraction_median = d.tokens_per_s / rep.roofline_tps;
       d.fraction_min = 1000 / r.decode_ms_per_token.min() / rep.roofline_tps;
     }
-    AddTargets(r, rep);
+    if (r.smoothing) AddTargets(r, rep);  // the targets are the shipped (smoothed) model's
   }
+}
+
+// --int8-smoothing both: time with smoothing / time without, per INT8 ISA and stage
+// (medians; > 1 = smoothing costs time).
+std::map<std::string, std::map<std::string, double>> SmoothingCost(const Report& rep) {
+  std::map<std::string, std::map<std::string, double>> cost;
+  for (const PrecisionResult& off : rep.results) {
+    if (off.precision != "int8" || off.smoothing) continue;
+    const PrecisionResult* on = rep.find(off.key.substr(0, off.key.size() - std::string(kUnsmoothed).size()));
+    if (!on) continue;
+    for (const Row& row : WallRows()) {
+      const Stat &a = on->*row.field, &b = off.*row.field;
+      if (!a.empty() && !b.empty()) cost[off.isa][row.key] = a.median() / b.median();
+    }
+  }
+  return cost;
 }
 
 std::string Cell(const Stat& s) {
@@ -556,8 +590,7 @@ void PrintTimes(const Options& o, const Report& rep) {
   std::printf("ms: median / min over %d repeats of wall time; CPU rows: process CPU time, all threads (the\n"
               "least load-sensitive figure on a shared machine)\n\n| stage |",
               o.repeats);
-  for (const PrecisionResult& r : rep.results)
-    std::printf(" %s |", r.isa.empty() ? r.key.c_str() : ("int8 " + r.isa).c_str());
+  for (const PrecisionResult& r : rep.results) std::printf(" %s |", r.label().c_str());
   std::printf("\n|---|");
   for (size_t i = 0; i < rep.results.size(); ++i) std::printf("---|");
   std::printf("\n");
@@ -589,11 +622,25 @@ void PrintSpeedUps(const Report& rep) {
     if (!rep.ratios.count(r.key)) continue;
     const auto& rows = rep.ratios.at(r.key);
     const Decode& d = rep.decode.at(r.key);
-    std::printf("| %s |", r.isa.c_str());
+    std::printf("| %s |", r.label().substr(5).c_str());
     for (const char* row : {"vision_ms_per_crop", "image_prefill_ms", "decode_ms_per_token"})
       std::printf(" %s | %s |", RatioCell(rows.at(row).first).c_str(), RatioCell(rows.at(row).second).c_str());
     std::printf(" %s | %s%s |\n", Fmt("%.1f", d.achieved_gbs).c_str(), Fmt("%.1f%%", 100 * d.fraction_median).c_str(),
                 mb::AboveProbeFlag(d.fraction_median).c_str());
+  }
+  std::printf("\n");
+}
+
+void PrintSmoothingCost(const Report& rep) {
+  const auto cost = SmoothingCost(rep);
+  if (cost.empty()) return;
+  std::printf("smoothing cost = time with / time without the INT8 outlier smoothing, medians (1.00x = free)\n\n"
+              "| int8 ISA | vision | image prefill | decode |\n|---|---|---|---|\n");
+  for (const auto& [isa, rows] : cost) {
+    std::printf("| %s |", isa.c_str());
+    for (const Row& row : WallRows())
+      std::printf(" %s |", rows.count(row.key) ? Fmt("%.3fx", rows.at(row.key)).c_str() : "-");
+    std::printf("\n");
   }
   std::printf("\n");
 }
@@ -627,6 +674,7 @@ Json ResultJson(const PrecisionResult& r, const Options& o) {
             {"rss_before_load_mb", r.rss_before_load_mb}, {"rss_after_load_mb", r.rss_after_load_mb},
             {"peak_rss_mb", r.peak_rss_mb}, {"loadavg_start", r.loadavg_start}, {"loadavg_end", r.loadavg_end},
             {"random_embeds", r.random_embeds}};
+  if (r.precision == "int8") j["int8_smoothing"] = r.smoothing;
   const std::pair<const char*, const Stat*> stats[] = {
       {"vision_ms", &r.vision_ms}, {"vision_cpu_ms", &r.vision_cpu_ms},
       {"vision_ms_per_crop", &r.vision_ms_per_crop}, {"vision_cpu_ms_per_crop", &r.vision_cpu_ms_per_crop},
@@ -682,6 +730,8 @@ Json ReportJson(const Options& o, const Report& rep) {
     targets.push_back({{"column", t.column}, {"isa", t.isa}, {"name", t.name}, {"metric", t.metric}, {"op", t.op},
                        {"threshold", t.threshold}, {"value", ToJson(t.value)}, {"status", t.status()}});
   j["targets"] = targets;
+  j["int8_smoothing"] = o.int8_smoothing;
+  j["smoothing_cost"] = SmoothingCost(rep);
   return j;
 }
 
@@ -772,7 +822,7 @@ int Main(const Options& o, const std::string& command) {
            std::to_string(rep.height) + " = " + std::to_string(rep.crops) + " crops");
   rep.probe_start = Probe(o, "start");
   rep.db = Int8DecodeBytes(text, prompt_len, o.decode_steps);
-  for (const Column& c : MakeColumns(o.precisions, isas)) {
+  for (const Column& c : MakeColumns(o.precisions, isas, o.int8_smoothing)) {
     PrecisionResult r;
     if (!RunColumn(o, rep.model_dir, image_bytes, rep.crops, c, r)) return 1;
     rep.results.push_back(r);
@@ -785,6 +835,7 @@ int Main(const Options& o, const std::string& command) {
   PrintHeader(o, rep);
   PrintTimes(o, rep);
   PrintSpeedUps(rep);
+  PrintSmoothingCost(rep);
   PrintTargets(rep);
   return o.json.empty() || WriteJson(o, rep) ? 0 : 1;
 }
@@ -794,7 +845,8 @@ int PrintUsage(const std::string& why) {
   std::cerr << "usage: bench_stages [--model-dir DIR] --image FILE [--precisions fp32,bf16,int8] [--threads N]\n"
                "                    [--int8-isas auto|all|avx2,avxvnni,avxvnni-evex256,avx512vnni,...]\n"
                "                    [--repeats 3] [--decode-steps 16] [--stages vision,prefill,decode]\n"
-               "                    [--probe-mib 0] [--probe-passes 8] [--json FILE]\n";
+               "                    [--probe-mib 0] [--probe-passes 8] [--int8-smoothing on|off|both]\n"
+               "                    [--json FILE]\n";
   return 2;
 }
 
@@ -840,6 +892,10 @@ int main(int argc, char** argv) {
       else if (key == "int8-isas") o.int8_isas = value;
       else if (key == "probe-mib") o.probe_mib = std::stoull(value);
       else if (key == "probe-passes") o.probe_passes = std::stoi(value);
+      else if (key == "int8-smoothing") {
+        if (value != "on" && value != "off" && value != "both") return PrintUsage("--int8-smoothing on|off|both");
+        o.int8_smoothing = value;
+      }
       else if (key == "stages") {
         o.stages.clear();
         for (const std::string& s : Split(value)) {
