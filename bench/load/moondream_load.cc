@@ -4,7 +4,7 @@
 //
 //   moondream-load --target HOST:PORT [--transport grpc|http|mixed] [--http-target HOST:PORT]
 //       [--concurrency 1,8,64,256] [--duration 20] --image FILE[,FILE...]
-//       [--task caption|query] [--question TEXT] [--max-tokens N] [--model NAME]
+//       [--task caption|query|encode] [--question TEXT] [--max-tokens N] [--model NAME]
 //       [--deadline 60] [--channels auto|N] [--bad-every N] [--backoff-ms 100]
 //       [--server-pid PID] [--metrics URL] [--series-interval 5] [--abort-rss-mib N]
 //       [--warmup N] [--label TEXT] [--json FILE]
@@ -21,6 +21,7 @@
 // gRPC calls spread over --channels connections (auto: one per 32 concurrent calls, the
 // sidecar's --max-concurrent-streams), so the server, not the client, sees the concurrency.
 // The run starts with --warmup (1) request per transport, which must succeed.
+// --task encode sends EncodeImage (gRPC only), which fills the server's image cache.
 //
 // Per level one line on stdout: transport, concurrency, requests ok, refused by code
 // (RESOURCE_EXHAUSTED/429, UNAVAILABLE/503, DEADLINE_EXCEEDED/504 or the client's own
@@ -133,7 +134,7 @@ int ParseInt(const std::string& v, const std::string& name) {
 constexpr char kUsage[] =
     "usage: moondream-load --target HOST:PORT --image FILE[,FILE...]\n"
     "  [--transport grpc|http|mixed] [--http-target HOST:PORT] [--concurrency 1,8,64,256]\n"
-    "  [--duration SECONDS] [--task caption|query] [--question TEXT] [--max-tokens N]\n"
+    "  [--duration SECONDS] [--task caption|query|encode] [--question TEXT] [--max-tokens N]\n"
     "  [--model NAME] [--deadline SECONDS] [--channels auto|N] [--bad-every N] [--backoff-ms 100]\n"
     "  [--server-pid PID] [--metrics URL] [--series-interval SECONDS] [--abort-rss-mib N]\n"
     "  [--warmup N] [--label TEXT] [--json FILE]\n";
@@ -188,7 +189,10 @@ Options ParseArgs(int argc, char** argv) {
   }
   if (o.transport == "http" && o.http_target.empty()) o.http_target = o.target;
   if (o.transport == "mixed" && o.http_target.empty()) Die("--transport mixed needs --http-target");
-  if (o.task != "caption" && o.task != "query") Die("--task must be caption or query");
+  if (o.task != "caption" && o.task != "query" && o.task != "encode") {
+    Die("--task must be caption, query or encode");
+  }
+  if (o.task == "encode" && o.transport != "grpc") Die("--task encode is gRPC only");
   for (int c : o.concurrency) {
     if (c < 1 || c > 4096) Die("--concurrency levels must be 1..4096");
   }
@@ -314,7 +318,7 @@ std::string MimeType(const std::string& path) {
 }
 
 struct Payload {
-  grpc::ByteBuffer grpc;  // serialized CaptionRequest / QueryRequest
+  grpc::ByteBuffer grpc;  // serialized CaptionRequest / QueryRequest / EncodeImageRequest
   std::string http;       // chat-completions JSON body
 };
 
@@ -328,12 +332,17 @@ Payload BuildPayload(const Options& o, const std::string& bytes, const std::stri
     r.set_length(pb::CAPTION_LENGTH_NORMAL);
     r.mutable_settings()->set_max_tokens(o.max_tokens);
     serialized = r.SerializeAsString();
-  } else {
+  } else if (o.task == "query") {
     pb::QueryRequest r;
     r.set_model(o.model);
     r.mutable_image()->set_data(bytes);
     r.set_question(o.question);
     r.mutable_settings()->set_max_tokens(o.max_tokens);
+    serialized = r.SerializeAsString();
+  } else {
+    pb::EncodeImageRequest r;
+    r.set_model(o.model);
+    r.set_image(bytes);
     serialized = r.SerializeAsString();
   }
   grpc::Slice slice(serialized);
@@ -378,7 +387,9 @@ double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(
 class GrpcDriver {
  public:
   GrpcDriver(const Options& o, const Workload& w) : o_(o), w_(w) {
-    method_ = o.task == "caption" ? "/moondream.v1.Moondream/Caption" : "/moondream.v1.Moondream/Query";
+    method_ = o.task == "caption" ? "/moondream.v1.Moondream/Caption"
+              : o.task == "query" ? "/moondream.v1.Moondream/Query"
+                                  : "/moondream.v1.Moondream/EncodeImage";
   }
 
   // Runs `slots` concurrent calls until `control` stops issuing, then drains.
@@ -494,8 +505,12 @@ class GrpcDriver {
       pb::CaptionResponse r;
       return r.ParseFromString(bytes) && !r.caption().empty();
     }
-    pb::QueryResponse r;
-    return r.ParseFromString(bytes) && !r.answer().empty();
+    if (o_.task == "query") {
+      pb::QueryResponse r;
+      return r.ParseFromString(bytes) && !r.answer().empty();
+    }
+    pb::EncodeImageResponse r;
+    return r.ParseFromString(bytes) && !r.handle().empty();
   }
 
   const Options& o_;
