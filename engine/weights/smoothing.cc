@@ -206,13 +206,12 @@ absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
       if (m.numel() != w.numel()) return absl::InvalidArgumentError(absl::StrCat(lin, ": width mismatch"));
       w = at::maximum(w, m);
     }
-    const at::Tensor s = BalanceScales(a, w);
+    const at::Tensor s = Gate(BalanceScales(a, w));
+    for (const std::string& lin : linears) RecordInput(lin, ln, a, s);
+    if (!s.defined()) return std::make_pair(gamma, beta);
     scalings_[ln + ".weight"].rows = s.reciprocal();
     scalings_[ln + ".bias"].rows = s.reciprocal();
-    for (const std::string& lin : linears) {
-      scalings_[lin + ".weight"].cols = s;
-      RecordInput(lin, ln, a, s);
-    }
+    for (const std::string& lin : linears) scalings_[lin + ".weight"].cols = s;
     return std::make_pair(gamma, beta);
   };
   const std::string qkv = prefix + ".attn.qkv", proj = prefix + ".attn.proj";
@@ -240,15 +239,18 @@ absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
   const at::Tensor rv = RowRange(wv, gamma, beta, bias.slice(0, 2 * d, 3 * d), c);
   SM_ASSIGN(wproj, src.ColAbsMax(proj + ".weight"));
   if (wproj.numel() != d) return absl::InvalidArgumentError(absl::StrCat(proj, ": width mismatch"));
-  const at::Tensor sv = BalanceScales(rv, wproj);
+  const at::Tensor sv = Gate(BalanceScales(rv, wproj));
   at::Tensor rows = at::ones({3 * d}, at::kFloat);
-  rows.slice(0, 2 * d, 3 * d).copy_(sv.reciprocal());
-  scalings_[proj + ".weight"].cols = sv;
+  bool rows_changed = sv.defined();
+  if (sv.defined()) {
+    rows.slice(0, 2 * d, 3 * d).copy_(sv.reciprocal());
+    scalings_[proj + ".weight"].cols = sv;
+  }
   RecordInput(proj, prefix + ".attn.v", rv, sv);
   SmoothingStats& qst = stats_[Label(qkv)];
   const int64_t heads = text && options_.text_heads > 0 ? options_.text_heads : 1;
   qst.value_spread_before = HeadSpread(rv, heads);
-  qst.value_spread_after = HeadSpread(rv / sv, heads);
+  qst.value_spread_after = sv.defined() ? HeadSpread(rv / sv, heads) : qst.value_spread_before;
 
   // Keys <-> queries (text: the int8 KV cache), per rotary pair.
   if (text && options_.text_heads > 0 && d % options_.text_heads == 0) {
@@ -266,14 +268,20 @@ absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
     const at::Tensor idx = at::tensor(partner, at::kLong);
     const at::Tensor pk = at::maximum(rk, rk.index_select(0, idx));
     const at::Tensor pq = at::maximum(rq, rq.index_select(0, idx));
-    const at::Tensor sk = (Floored(pk) / Floored(pq)).sqrt();
-    rows.slice(0, 0, d).copy_(sk);
-    rows.slice(0, d, 2 * d).copy_(sk.reciprocal());
+    const at::Tensor sk = Gate((Floored(pk) / Floored(pq)).sqrt());
     qst.key_spread_before = HeadSpread(rk, heads);
-    qst.key_spread_after = HeadSpread(rk / sk, heads);
+    qst.key_spread_after = qst.key_spread_before;
+    if (sk.defined()) {
+      rows.slice(0, 0, d).copy_(sk);
+      rows.slice(0, d, 2 * d).copy_(sk.reciprocal());
+      qst.key_spread_after = HeadSpread(rk / sk, heads);
+      rows_changed = true;
+    }
   }
-  scalings_[qkv + ".weight"].rows = rows;
-  scalings_[qkv + ".bias"].rows = rows;
+  if (rows_changed) {
+    scalings_[qkv + ".weight"].rows = rows;
+    scalings_[qkv + ".bias"].rows = rows;
+  }
   return absl::OkStatus();
 }
 
@@ -291,23 +299,29 @@ absl::Status SmoothingPlan::ComputePostLn(const std::string& ln, const std::stri
   // vision proj_mlp.fc1 reads cat(global, pooled local), both post_ln outputs (the pooling
   // and stitching are per channel and linear, so they commute with the scales).
   const at::Tensor w = doubled ? at::maximum(m.slice(0, 0, d), m.slice(0, d, 2 * d)) : m;
-  const at::Tensor s = BalanceScales(a, w);
+  const at::Tensor s = Gate(BalanceScales(a, w));
+  RecordInput(linear, ln, a, s);
+  if (!s.defined()) return absl::OkStatus();
   scalings_[ln + ".weight"].rows = s.reciprocal();
   scalings_[ln + ".bias"].rows = s.reciprocal();
   scalings_[linear + ".weight"].cols = doubled ? at::cat({s, s}) : s;
-  RecordInput(linear, ln, a, s);
   return absl::OkStatus();
+}
+
+at::Tensor SmoothingPlan::Gate(const at::Tensor& s) const {
+  const double ratio = (s.max() / s.min()).item<double>();
+  return ratio >= options_.min_scale_ratio ? s : at::Tensor();
 }
 
 void SmoothingPlan::RecordInput(const std::string& linear, const std::string& source,
                                            const at::Tensor& range, const at::Tensor& s) {
   SmoothingStats& st = stats_[Label(linear)];
-  st.applied = true;
+  st.applied = s.defined();
   st.source = Label(source);
   st.input_spread_before = Spread(range);
-  st.input_spread_after = Spread(range / s);
-  st.scale_min = s.min().item<double>();
-  st.scale_max = s.max().item<double>();
+  st.input_spread_after = st.applied ? Spread(range / s) : st.input_spread_before;
+  st.scale_min = st.applied ? s.min().item<double>() : 1.0;
+  st.scale_max = st.applied ? s.max().item<double>() : 1.0;
 }
 
 }  // namespace moondream

@@ -17,6 +17,10 @@
 //  - keys <-> queries (text only: the vision tower's attention runs in fp32, so only the
 //    int8 KV cache, i.e. the text keys, sees them): s = sqrt(r_k / r_q) per channel, equal
 //    for a rotary pair (j, j + rot/2); K rows /= s, Q rows *= s; q·k is unchanged.
+// A site whose scales all lie within a factor SmoothingOptions::min_scale_ratio of each
+// other is left as it is: without an outlier channel the fold would only reshuffle the
+// rounding (on the unstressed full-size checkpoint the scales span 1.4-1.6x, and folding
+// them moved the INT8-vs-FP32 statistics by noise in both directions).
 // Each group of a block is computed the first time one of its tensors is requested, from
 // the mmap'd source tensors (chunked, a few MB of fp32 at a time).
 #pragma once
@@ -38,6 +42,8 @@ namespace moondream {
 struct SmoothingOptions {
   int text_heads = 0;      // text attention heads (key/query balancing); 0 = skip it
   double sigmas = 3.0;     // c: range of the normalised LN input, in standard deviations
+  // A site is smoothed only when max(s) / min(s) of its scales reaches this (1 = always).
+  double min_scale_ratio = 2.0;
 };
 
 // Multipliers for one tensor: rows [out] (or the elements of a 1-D tensor), cols [in].
@@ -46,7 +52,8 @@ struct TensorScaling {
   at::Tensor rows, cols;
 };
 
-// What the method did to one linear's input (and, for attn.qkv, its K and V outputs).
+// What the method did to one linear's input (and, for attn.qkv, its K and V outputs);
+// applied = false with the spreads (before = after) when the site was left as it is.
 // spread = max_j / median_j of the estimated per-channel activation range: 1-3 on a
 // checkpoint without outliers, ~K·(that) with a K-fold outlier channel.
 struct SmoothingStats {
@@ -81,10 +88,12 @@ class SmoothingPlan {
   absl::Status Compute(const std::string& group);
   absl::Status ComputeBlock(const std::string& prefix, bool text);
   absl::Status ComputePostLn(const std::string& ln, const std::string& linear, bool doubled);
-  // Marks `linear`'s input as smoothed from `source`: channel ranges `range` before, divided
-  // by the scales `s` after.
+  // The site's scales `s`, or undefined when they are within min_scale_ratio (left alone).
+  at::Tensor Gate(const at::Tensor& s) const;
+  // Records `linear`'s input from `source`: channel ranges `range` before, divided by the
+  // scales `s` after (applied), or unchanged when `s` is undefined.
   void RecordInput(const std::string& linear, const std::string& source,
-                              const at::Tensor& range, const at::Tensor& s);
+                   const at::Tensor& range, const at::Tensor& s);
 
   const SafetensorsFile* file_;
   SmoothingOptions options_;

@@ -101,6 +101,7 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string
   if (store->options_.precision == Precision::kINT8 && store->options_.int8_smoothing) {
     SmoothingOptions smoothing;
     smoothing.text_heads = store->options_.text_heads;
+    smoothing.min_scale_ratio = store->options_.int8_smoothing_min_scale_ratio;
     store->state_->smoothing = std::make_unique<SmoothingPlan>(store->file_.get(), smoothing);
   }
   return store;

@@ -189,8 +189,9 @@ TEST(WeightStore, Int8StatsMatchWholeMatrixQuantization) {
 TEST(WeightStore, Int8SmoothingFoldsIntoLayerNormAndLinears) {
   // Text block 0 (ln -> qkv, fc1; values -> proj; keys <-> queries) and post_ln -> lm_head:
   // the folded LN parameters and linears compute what the file's do, INT8 within its
-  // usual error, a linear kept dense (int8_skip) up to fp32 rounding.
-  auto store = OpenStore({Precision::kINT8, "cpu", {"text.blocks.0.mlp.fc1"}, nullptr, true, 2});
+  // usual error, a linear kept dense (int8_skip) up to fp32 rounding. Every site is
+  // smoothed (min_scale_ratio 1): this fixture has no outlier channel to gate on.
+  auto store = OpenStore({Precision::kINT8, "cpu", {"text.blocks.0.mlp.fc1"}, nullptr, true, 2, 1.0});
   const auto blk = store->Root().Sub("text").Sub("blocks").Sub("0");
   auto g = blk.Sub("ln").Tensor("weight", {128});
   auto b = blk.Sub("ln").Tensor("bias", {128});
@@ -221,6 +222,31 @@ TEST(WeightStore, Int8SmoothingFoldsIntoLayerNormAndLinears) {
   EXPECT_EQ(r.layers[0].smoothing.source, "text.blocks.0.ln");
   EXPECT_GT(r.layers[0].smoothing.key_spread_before, 0);
   EXPECT_EQ(r.layers[2].smoothing.source, "text.blocks.0.attn.v");
+}
+
+// The default gate: fixture public-a has no outlier channel (its scales span < 2x), so no
+// site is smoothed: the LN and the linears load as the file has them, and the report
+// still gives each site's spread.
+TEST(WeightStore, Int8SmoothingLeavesSitesWithoutOutliersAlone) {
+  auto store = OpenStore({Precision::kINT8, "cpu", {"text.blocks.0.attn.qkv"}, nullptr, true, 2});
+  const auto blk = store->Root().Sub("text").Sub("blocks").Sub("0");
+  auto g = blk.Sub("ln").Tensor("weight", {128});
+  auto qkv = blk.Sub("attn").Linear("qkv", 384, 128);
+  ASSERT_TRUE(g.ok() && qkv.ok());
+  EXPECT_TRUE(at::equal(*g, ReferenceFp32("model.text.blocks.0.ln.weight")));
+  const at::Tensor x = at::randn({5, 128}, at::TensorOptions().dtype(at::kFloat));
+  EXPECT_TRUE(at::equal(qkv->Forward(x), at::linear(x, ReferenceFp32("model.text.blocks.0.attn.qkv.weight"),
+                                                    ReferenceFp32("model.text.blocks.0.attn.qkv.bias"))));
+  const LoadReport r = store->report();
+  ASSERT_FALSE(r.layers.empty());
+  const SmoothingStats& sm = r.layers[0].smoothing;
+  EXPECT_FALSE(sm.applied);
+  EXPECT_EQ(sm.source, "text.blocks.0.ln");
+  EXPECT_GT(sm.input_spread_before, 1.0);
+  EXPECT_EQ(sm.input_spread_after, sm.input_spread_before);
+  EXPECT_GT(sm.key_spread_before, 0);
+  EXPECT_EQ(sm.key_spread_after, sm.key_spread_before);
+  EXPECT_EQ(r.Summary().smoothed_layers, 0);
 }
 
 TEST(WeightStore, FullLoadReportsComponents) {
