@@ -140,21 +140,22 @@ void Scheduler::WorkerLoop() {
       running_.push_back(job.get());
     }
     absl::StatusOr<Result> result = Complete(*job);
-    // The job leaves running_ before on_done sends the response, so a client that reads the
-    // in-flight gauge after its reply never counts its own request; drain still waits for
-    // the delivery through delivering_.
+    // The job leaves running_ and the byte budget before on_done sends the response, so a
+    // client that reads the in-flight gauge after its reply never counts its own request,
+    // and its next request is admitted against a budget without this one (the bytes are
+    // freed right after the reply; gRPC's own copy is term T of docs/memory.md). Drain
+    // still waits for the delivery through delivering_.
     {
       std::lock_guard<std::mutex> lock(mu_);
       running_.erase(std::find(running_.begin(), running_.end(), job.get()));
+      queued_bytes_ -= job->bytes;
       ++delivering_;
     }
     job->callbacks.on_done(std::move(result));
-    const uint64_t bytes = job->bytes;
-    job.reset();  // frees the image bytes before they leave the budget
+    job.reset();
     {
       std::lock_guard<std::mutex> lock(mu_);
       --delivering_;
-      queued_bytes_ -= bytes;
     }
     idle_cv_.notify_all();
   }
@@ -182,17 +183,13 @@ void Scheduler::ReaperLoop() {
     std::vector<std::unique_ptr<Job>> dead = TakeDeadLocked();
     if (dead.empty()) continue;
     reaping_ += dead.size();
+    for (const auto& job : dead) queued_bytes_ -= job->bytes;  // before the replies, as above
     lock.unlock();
-    uint64_t bytes = 0;
-    for (auto& job : dead) {
-      job->callbacks.on_done(Complete(*job));  // fails its liveness check
-      bytes += job->bytes;
-    }
+    for (auto& job : dead) job->callbacks.on_done(Complete(*job));  // fails its liveness check
     const size_t reaped = dead.size();
-    dead.clear();  // frees the image bytes before they leave the budget
+    dead.clear();
     lock.lock();
     reaping_ -= reaped;
-    queued_bytes_ -= bytes;
     idle_cv_.notify_all();
   }
 }

@@ -67,7 +67,7 @@ class Scheduler {
     Callbacks callbacks;
     const Model* model = nullptr;
     Clock::time_point enqueued;
-    uint64_t bytes = 0;    // counted in queued_bytes_ until the job is destroyed
+    uint64_t bytes = 0;    // counted in queued_bytes_ until the job is answered
     bool drained = false;  // cancelled by Drain (guarded by mu_)
   };
 
