@@ -122,11 +122,13 @@ struct QuantizationSummary {
   double max_abs_error = 0;
   double clipped_fraction = 0;
   // INT8 smoothing (--int8-smoothing): layers whose input channels were rescaled, and the
-  // worst spread (max / median channel range) of any layer's input, and of any head's int8
-  // KV cache rows, before and after. Per layer: --quant-report-json and the load log.
+  // worst spread (max / median channel range) of any layer's input (that layer:
+  // smoothing_worst_layer), and of any head's int8 KV cache rows, before and after, over
+  // every site the method looked at (smoothed or left alone). Per layer: the load report.
   int smoothed_layers = 0;
   double input_spread_before = 0, input_spread_after = 0;
   double kv_spread_before = 0, kv_spread_after = 0;
+  std::string smoothing_worst_layer;
 };
 
 struct ModelInfo {

@@ -67,25 +67,13 @@ absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOption
   if (precision == Precision::kINT8) {
     // How much activation range the smoothing moved: the worst layer's estimated
     // per-channel spread (max/median) before and after (per layer: quant_report_json).
-    int smoothed = 0;
-    double before = 0, after = 0, kv_before = 0, kv_after = 0;
-    std::string worst;
-    for (const LayerQuantReport& l : report.layers) {
-      const SmoothingStats& sm = l.smoothing;
-      if (sm.applied) ++smoothed;
-      if (sm.applied && sm.input_spread_before > before) {
-        before = sm.input_spread_before;
-        worst = l.name;
-      }
-      after = std::max(after, sm.input_spread_after);
-      kv_before = std::max({kv_before, sm.key_spread_before, sm.value_spread_before});
-      kv_after = std::max({kv_after, sm.key_spread_after, sm.value_spread_after});
-    }
+    const QuantizationSummary q = report.Summary();
     Log(LogLevel::kInfo, "int8_smoothing",
-        {{"enabled", options.int8_smoothing}, {"layers", smoothed},
-         {"max_input_spread_before", before}, {"max_input_spread_after", after},
-         {"worst_layer", worst}, {"max_kv_spread_before", kv_before},
-         {"max_kv_spread_after", kv_after}});
+        {{"enabled", options.int8_smoothing}, {"layers", q.smoothed_layers},
+         {"max_input_spread_before", q.input_spread_before},
+         {"max_input_spread_after", q.input_spread_after},
+         {"worst_layer", q.smoothing_worst_layer}, {"max_kv_spread_before", q.kv_spread_before},
+         {"max_kv_spread_after", q.kv_spread_after}});
   }
   const double seconds = MsSince(start) / 1000.0;
   model->info_ = MakeInfo(options, dir, precision, report, seconds);

@@ -20,10 +20,13 @@ QuantizationSummary LoadReport::Summary() const {
   int finite = 0;
   s.min_sqnr_db = std::numeric_limits<double>::infinity();
   for (const LayerQuantReport& l : layers) {
-    if (l.smoothing.applied) {
+    if (!l.smoothing.source.empty()) {  // a site the method looked at, smoothed or not
       const SmoothingStats& sm = l.smoothing;
-      ++s.smoothed_layers;
-      s.input_spread_before = std::max(s.input_spread_before, sm.input_spread_before);
+      if (sm.applied) ++s.smoothed_layers;
+      if (sm.input_spread_before > s.input_spread_before) {
+        s.input_spread_before = sm.input_spread_before;
+        s.smoothing_worst_layer = l.name;
+      }
       s.input_spread_after = std::max(s.input_spread_after, sm.input_spread_after);
       s.kv_spread_before =
           std::max({s.kv_spread_before, sm.key_spread_before, sm.value_spread_before});
@@ -80,10 +83,12 @@ void LoadReport::WriteJson(const std::string& path) const {
                   {"rel_frobenius_error", num(l.stats.rel_frobenius_error)},
                   {"clipped_fraction", num(l.stats.clipped_fraction)}};
     const SmoothingStats& sm = l.smoothing;
-    if (sm.applied || sm.key_spread_before > 0 || sm.value_spread_before > 0) {
+    if (!sm.source.empty()) {
       // Estimated per-channel activation range, max/median, before and after the
-      // method's folded scales (docs/quantization.md, "Outlier channels").
-      Json smoothing = {{"source", sm.source}, {"input_spread_before", num(sm.input_spread_before)},
+      // method's folded scales (docs/quantization.md, "Outlier channels"); applied false:
+      // the site was left as it is (its scales spanned less than 2x).
+      Json smoothing = {{"source", sm.source}, {"applied", sm.applied},
+                        {"input_spread_before", num(sm.input_spread_before)},
                         {"input_spread_after", num(sm.input_spread_after)},
                         {"scale_min", num(sm.scale_min)}, {"scale_max", num(sm.scale_max)}};
       if (sm.value_spread_before > 0) {
