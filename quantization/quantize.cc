@@ -4,8 +4,11 @@
 // converts its chunk to fp32 in one reused buffer (no copy for contiguous fp32 input) and
 // writes q and the scales straight into the result. On AVX2 CPUs the per-row absmax and the
 // round/clamp/error pass run 8 (absmax) and 4 (fp64 quantization) lanes at a time with the
-// same arithmetic as the scalar path, so q and the scales are identical on every CPU.
+// same arithmetic as the scalar path, so q and the scales are identical on every CPU;
+// other architectures (arm64) run the scalar path.
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cfloat>
@@ -69,6 +72,7 @@ void QuantizeScalar(const float* w, int64_t begin, int64_t end, double s, int8_t
   }
 }
 
+#if defined(__x86_64__)
 // AVX2 (no FMA, so err = w - q*s rounds exactly like the scalar code). Returns the number of
 // leading elements handled; the caller finishes the tail with the scalar functions.
 __attribute__((target("avx2"))) int64_t AbsMaxAvx2(const float* w, int64_t in, float* amax,
@@ -126,6 +130,11 @@ bool HasAvx2() {
   static const bool has = __builtin_cpu_supports("avx2");
   return has;
 }
+#else
+bool HasAvx2() { return false; }
+int64_t AbsMaxAvx2(const float*, int64_t, float*, bool*) { return 0; }
+int64_t QuantizeAvx2(const float*, int64_t, double, int8_t*, ErrorSums*) { return 0; }
+#endif
 
 // One row: scale = max|w|/127 (fp32), q = clamp(round-half-even(w / scale)), errors in fp64.
 // A scale that is 0 (zero row, or underflow) stores the row as zeros. False on NaN/Inf.

@@ -86,7 +86,7 @@ void LoadReport::WriteJson(const std::string& path) const {
     if (!sm.source.empty()) {
       // Estimated per-channel activation range, max/median, before and after the
       // method's folded scales (docs/quantization.md, "Outlier channels"); applied false:
-      // the site was left as it is (its scales spanned less than 2x).
+      // the site was left as it is (no channel's scale 2x from the median).
       Json smoothing = {{"source", sm.source}, {"applied", sm.applied},
                         {"input_spread_before", num(sm.input_spread_before)},
                         {"input_spread_after", num(sm.input_spread_after)},

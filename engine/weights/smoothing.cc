@@ -309,8 +309,11 @@ absl::Status SmoothingPlan::ComputePostLn(const std::string& ln, const std::stri
 }
 
 at::Tensor SmoothingPlan::Gate(const at::Tensor& s) const {
-  const double ratio = (s.max() / s.min()).item<double>();
-  return ratio >= options_.min_scale_ratio ? s : at::Tensor();
+  const at::Tensor rel = s / s.median();
+  const double r = options_.min_scale_ratio;
+  const at::Tensor outlier = rel.ge(r).logical_or(rel.le(1.0 / r));
+  if (!outlier.any().item<bool>()) return at::Tensor();
+  return at::where(outlier, rel, at::ones_like(rel));
 }
 
 void SmoothingPlan::RecordInput(const std::string& linear, const std::string& source,

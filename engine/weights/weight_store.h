@@ -49,8 +49,8 @@ struct WeightStoreOptions {
   // and FP16 never smooth (they load bit-identically either way).
   bool int8_smoothing = true;
   int text_heads = 0;  // text attention heads (key/query balancing of the int8 KV cache)
-  // SmoothingOptions::min_scale_ratio: a site is smoothed only when its scales span this
-  // factor (1 = every site; tests of the fold itself).
+  // SmoothingOptions::min_scale_ratio: a channel is folded only when its scale is this
+  // factor from its site's median (1 = every channel; tests of the fold itself).
   double int8_smoothing_min_scale_ratio = SmoothingOptions{}.min_scale_ratio;
 };
 

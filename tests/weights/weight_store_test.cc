@@ -190,7 +190,7 @@ TEST(WeightStore, Int8SmoothingFoldsIntoLayerNormAndLinears) {
   // Text block 0 (ln -> qkv, fc1; values -> proj; keys <-> queries) and post_ln -> lm_head:
   // the folded LN parameters and linears compute what the file's do, INT8 within its
   // usual error, a linear kept dense (int8_skip) up to fp32 rounding. Every site is
-  // smoothed (min_scale_ratio 1): this fixture has no outlier channel to gate on.
+  // smoothed, every channel (min_scale_ratio 1): this fixture has no outlier channel.
   auto store = OpenStore({Precision::kINT8, "cpu", {"text.blocks.0.mlp.fc1"}, nullptr, true, 2, 1.0});
   const auto blk = store->Root().Sub("text").Sub("blocks").Sub("0");
   auto g = blk.Sub("ln").Tensor("weight", {128});
@@ -224,9 +224,9 @@ TEST(WeightStore, Int8SmoothingFoldsIntoLayerNormAndLinears) {
   EXPECT_EQ(r.layers[2].smoothing.source, "text.blocks.0.attn.v");
 }
 
-// The default gate: fixture public-a has no outlier channel (its scales span < 2x), so no
-// site is smoothed: the LN and the linears load as the file has them, and the report
-// still gives each site's spread.
+// The default gate: fixture public-a has no outlier channel (every scale within 2x of its
+// site's median), so no site is smoothed: the LN and the linears load as the file has
+// them, and the report still gives each site's spread.
 TEST(WeightStore, Int8SmoothingLeavesSitesWithoutOutliersAlone) {
   auto store = OpenStore({Precision::kINT8, "cpu", {"text.blocks.0.attn.qkv"}, nullptr, true, 2});
   const auto blk = store->Root().Sub("text").Sub("blocks").Sub("0");
