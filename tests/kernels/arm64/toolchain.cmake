@@ -42,6 +42,10 @@ if(MOONDREAM_ARM64_SYSROOT)
   set(CMAKE_EXE_LINKER_FLAGS_INIT "${arm64_link}")
   set(CMAKE_SHARED_LINKER_FLAGS_INIT "${arm64_link}")
   set(arm64_ld_prefix "${MOONDREAM_ARM64_SYSROOT}")
+  # The multiarch header dir (e.g. openssl/opensslconf.h), which a native compiler searches
+  # by default and the cross compiler does not know in the sysroot.
+  set(CMAKE_CXX_FLAGS_INIT "-isystem ${MOONDREAM_ARM64_SYSROOT}/usr/include/${MOONDREAM_CROSS_TRIPLE}")
+  set(CMAKE_C_FLAGS_INIT "${CMAKE_CXX_FLAGS_INIT}")
 else()
   set(CMAKE_FIND_ROOT_PATH /usr/${MOONDREAM_CROSS_TRIPLE} /)
   set(ENV{PKG_CONFIG_LIBDIR}
