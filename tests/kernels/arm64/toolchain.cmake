@@ -35,8 +35,10 @@ if(MOONDREAM_ARM64_SYSROOT)
   set(ENV{PKG_CONFIG_LIBDIR} "${arm64_pc}:${MOONDREAM_ARM64_SYSROOT}/usr/share/pkgconfig")
   set(ENV{PKG_CONFIG_SYSROOT_DIR} "${MOONDREAM_ARM64_SYSROOT}")
   set(arm64_link "")
+  # usr/lib: a few of LibTorch's and GDAL's dependencies (gloo, armadillo, ogdi) are not
+  # in the multiarch dir.
   foreach(dir lib/${MOONDREAM_CROSS_TRIPLE} usr/lib/${MOONDREAM_CROSS_TRIPLE}
-              usr/lib/${MOONDREAM_CROSS_TRIPLE}/openblas-pthread)
+              usr/lib/${MOONDREAM_CROSS_TRIPLE}/openblas-pthread usr/lib)
     string(APPEND arm64_link " -Wl,-rpath-link,${MOONDREAM_ARM64_SYSROOT}/${dir}")
   endforeach()
   set(CMAKE_EXE_LINKER_FLAGS_INIT "${arm64_link}")
