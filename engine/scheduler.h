@@ -96,7 +96,7 @@ class Scheduler {
   std::vector<Job*> running_;          // executing in the engine (the in-flight gauge)
   size_t delivering_ = 0;              // left running_, on_done not yet returned
   size_t reaping_ = 0;                 // taken from queue_ by the reaper, not yet finished
-  uint64_t queued_bytes_ = 0;          // sum of Job::bytes of every accepted, unfinished job
+  uint64_t queued_bytes_ = 0;          // sum of Job::bytes of every accepted, unanswered job
   std::condition_variable reaper_cv_;  // stopping_
   bool draining_ = false;
   bool stopping_ = false;

@@ -31,7 +31,6 @@ class PixelBudget {
   // ends the wait and is returned (the engine's deadline and cancellation check).
   absl::StatusOr<Lease> Acquire(uint64_t pixels, const std::function<absl::Status()>& check);
 
-  uint64_t capacity() const { return capacity_; }
   uint64_t in_use() const;
 
  private:
