@@ -2,6 +2,10 @@
 
 #include <mutex>
 
+#if defined(__aarch64__)
+#include <vips/vector.h>
+#endif
+
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "engine/log.h"
@@ -25,6 +29,13 @@ bool EnsureInit() {
     if (!ok) return;
     vips_cache_set_max(0);  // no operation cache: every call here is one-shot
     vips_block_untrusted_set(TRUE);
+#if defined(__aarch64__)
+    // orc's aarch64 code (Debian 12's orc 0.4.33) corrupts the heap in vips_resize: glibc
+    // aborts with "free(): invalid next size" (tests/image OverlapCrops under qemu-aarch64,
+    // every CPU model tried). libvips's C path is safe; its crops are a few levels from the
+    // x86 orc path's, which the upstream reference matches (docs/arm64.md).
+    vips_vector_set_enabled(FALSE);
+#endif
     g_log_set_handler("VIPS", GLogLevelFlags(G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE |
                                              G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG),
                       LogVipsMessage, nullptr);

@@ -1,4 +1,6 @@
 // SelectTiling (spec §3.2) and OverlapCrops (spec §3.3) against the upstream crops.
+#include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -79,6 +81,35 @@ TEST(OverlapCrops, SpecTableCropCounts) {
   }
 }
 
+// libvips resamples with its orc (SIMD) path on x86, which gives the upstream crops bit for
+// bit. On aarch64 it uses its C path (engine/image/vips_util.cc: orc's aarch64 code corrupts
+// the heap), which rounds differently: the same bytes as x86 with VIPS_NOVECTOR=1, which on
+// fixture and real images differ from upstream in 15 crops, by at most 3-7 levels, 0.01-0.16
+// on average (2026-12-07). The bounds leave a little room.
+#if defined(__aarch64__)
+constexpr int kMaxPixelDelta = 8;
+constexpr double kMeanPixelDelta = 0.25;
+#else
+constexpr int kMaxPixelDelta = 0;
+constexpr double kMeanPixelDelta = 0;
+#endif
+
+struct PixelDelta {
+  int max = 0;
+  double mean = 0;
+};
+
+PixelDelta Delta(const uint8_t* a, const uint8_t* b, size_t n) {
+  PixelDelta delta;
+  for (size_t i = 0; i < n; ++i) {
+    const int d = std::abs(int(a[i]) - int(b[i]));
+    delta.max = std::max(delta.max, d);
+    delta.mean += d;
+  }
+  delta.mean /= double(n);
+  return delta;
+}
+
 // Decodes each image, crops it, and compares with the upstream crops PNG and crops_sha256.
 void ExpectCropsMatch(const std::string& image_path, const std::string& crops_png,
                       const nlohmann::json& golden) {
@@ -88,16 +119,19 @@ void ExpectCropsMatch(const std::string& image_path, const std::string& crops_pn
   ASSERT_TRUE(crops.ok()) << crops.status();
   EXPECT_EQ(crops->tiling.rows, golden["tiling"][0].get<int>());
   EXPECT_EQ(crops->tiling.cols, golden["tiling"][1].get<int>());
-  EXPECT_EQ(Sha256Hex(crops->pixels.data(), crops->pixels.size()),
-            golden["crops_sha256"].get<std::string>());
+  if (kMaxPixelDelta == 0) {
+    EXPECT_EQ(Sha256Hex(crops->pixels.data(), crops->pixels.size()),
+              golden["crops_sha256"].get<std::string>());
+  }
   auto expected = DecodeImage(ReadFile(crops_png), kLimit);  // lossless PNG: (n·378)×378
   ASSERT_TRUE(expected.ok()) << expected.status();
   ASSERT_EQ(expected->pixels.size(), crops->pixels.size());
   const size_t crop_bytes = size_t(378) * 378 * 3;
   for (int k = 0; k < crops->count; ++k) {
-    const auto begin = crops->pixels.begin() + k * crop_bytes;
-    EXPECT_TRUE(std::equal(begin, begin + crop_bytes, expected->pixels.begin() + k * crop_bytes))
-        << "crop " << k << " differs";
+    const size_t offset = k * crop_bytes;
+    const PixelDelta delta = Delta(&crops->pixels[offset], &expected->pixels[offset], crop_bytes);
+    EXPECT_LE(delta.max, kMaxPixelDelta) << "crop " << k;
+    EXPECT_LE(delta.mean, kMeanPixelDelta) << "crop " << k;
   }
 }
 
