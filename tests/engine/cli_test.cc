@@ -44,7 +44,8 @@ CliRun RunCli(const std::vector<std::string>& args) {
   static std::atomic<int> counter{0};
   const std::string err_path = ::testing::TempDir() + "moondream_cli_stderr_" +
                                std::to_string(getpid()) + "_" + std::to_string(counter++);
-  std::string command = Quote(MOONDREAM_CLI);
+  // MOONDREAM_TEST_EMULATOR: qemu-aarch64 and its arguments in a cross build, else empty.
+  std::string command = MOONDREAM_TEST_EMULATOR " " + Quote(MOONDREAM_CLI);
   for (const std::string& arg : args) command += " " + Quote(arg);
   command += " 2>" + Quote(err_path);
   CliRun run;

@@ -14,13 +14,18 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "absl/strings/str_split.h"
+
 namespace moondream::testing {
 
 ServerProcess::ServerProcess(const std::vector<std::string>& extra_args,
                              const std::vector<std::string>& env,
                              const std::string& ready_event) {
-  std::vector<std::string> args = {MOONDREAM_SERVER_BINARY, "--model=test",
-                                   "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0"};
+  std::vector<std::string> args = absl::StrSplit(MOONDREAM_TEST_EMULATOR, ' ', absl::SkipEmpty());
+  for (const char* arg : {MOONDREAM_SERVER_BINARY, "--model=test", "--listen=127.0.0.1:0",
+                          "--metrics-listen=127.0.0.1:0"}) {
+    args.emplace_back(arg);
+  }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) throw std::runtime_error("pipe failed");
