@@ -3,11 +3,13 @@
 #   start_server LOGFILE ARGS...   sets SERVER_PID, GRPC_ADDR, HTTP_ADDR, METRICS_ADDR
 #   rss_mib                        the server's VmRSS in MiB
 #   stop_server                    SIGKILL (the caller's EXIT trap calls it)
-# Needs SERVER (the binary). The server's stderr (logfmt) goes to LOGFILE.
+# Needs SERVER (the binary); SERVER_WRAPPER (an optional array, e.g. qemu-aarch64 and its
+# arguments in scripts/cross-arm64) runs it. The server's stderr (logfmt) goes to LOGFILE.
 SERVER_PID=""
+SERVER_WRAPPER=("${SERVER_WRAPPER[@]}")
 start_server() {
   local log="$1"; shift
-  "$SERVER" --listen=127.0.0.1:0 --http-listen=127.0.0.1:0 --metrics-listen=127.0.0.1:0 "$@" 2>"$log" &
+  "${SERVER_WRAPPER[@]}" "$SERVER" --listen=127.0.0.1:0 --http-listen=127.0.0.1:0 --metrics-listen=127.0.0.1:0 "$@" 2>"$log" &
   SERVER_PID=$!
   local _
   for _ in $(seq 1 600); do
