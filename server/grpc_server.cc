@@ -31,6 +31,9 @@ void AddKeepalive(const ServerOptions& o, grpc::ServerBuilder* builder) {
                               o.keepalive_permit_without_calls ? 1 : 0);
   builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                               Milliseconds(o.keepalive_min_ping_interval));
+  // An idle connection gets GOAWAY, so clients that went quiet free their slot under
+  // --grpc-max-connections (they reconnect on their next call).
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, Milliseconds(o.max_connection_idle));
   if (o.max_connection_age != absl::InfiniteDuration()) {
     builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, Milliseconds(o.max_connection_age));
     builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
@@ -87,6 +90,9 @@ absl::StatusOr<StartedServer> StartGrpcServer(const ServerOptions& options, grpc
   quota.Resize(static_cast<size_t>(options.grpc_memory_bytes));
   builder.SetResourceQuota(quota);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  // ... and the connections by this limit (gRPC 1.51 has no option for it).
+  auto connections = std::make_shared<ConnectionLimit>(options.grpc_max_connections);
+  ConnectionLimit::Install(connections, &builder);
   AddKeepalive(options, &builder);
   builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -95,7 +101,7 @@ absl::StatusOr<StartedServer> StartGrpcServer(const ServerOptions& options, grpc
                                   " (address in use or invalid?)");
   }
   SetServing(server.get(), false);
-  return StartedServer{std::move(server), WithPort(options.listen, port)};
+  return StartedServer{std::move(server), WithPort(options.listen, port), std::move(connections)};
 }
 
 void SetServing(grpc::Server* server, bool serving) {

@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
+#include "server/connection_limit.h"
 #include "server/options.h"
 
 namespace moondream::server {
@@ -15,6 +16,7 @@ namespace moondream::server {
 struct StartedServer {
   std::unique_ptr<grpc::Server> server;
   std::string address;  // the listen address with the real port
+  std::shared_ptr<ConnectionLimit> connections;  // --grpc-max-connections
 };
 
 // Listens on options.listen with health NOT_SERVING for every service.

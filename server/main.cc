@@ -189,6 +189,7 @@ int Run(int argc, char** argv) {
       &state, std::chrono::seconds(absl::ToInt64Seconds(options->server.stall_timeout)));
   absl::StatusOr<StartedServer> grpc = StartGrpcServer(options->server, &service);
   if (!grpc.ok()) return Fail("listen_failed", grpc.status());
+  metrics.AttachConnections(grpc->connections);
   absl::StatusOr<HttpListeners> http = StartHttpListeners(options->server, &http_service);
   if (!http.ok()) {
     grpc->server->Shutdown();

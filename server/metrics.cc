@@ -95,6 +95,16 @@ Metrics::Metrics()
                            .Help("Resident set size of the server process")
                            .Register(*registry_)
                            .Add({})),
+      grpc_connections_(BuildGauge()
+                            .Name("moondream_grpc_connections")
+                            .Help("Open gRPC client connections (--grpc-max-connections)")
+                            .Register(*registry_)
+                            .Add({})),
+      grpc_connections_refused_(BuildCounter()
+                                    .Name("moondream_grpc_connections_refused_total")
+                                    .Help("gRPC connections closed at accept: over --grpc-max-connections")
+                                    .Register(*registry_)
+                                    .Add({})),
       weight_bytes_(BuildGauge()
                         .Name("moondream_model_weight_bytes")
                         .Help("Weight memory by model, component, precision and device")
@@ -184,8 +194,18 @@ void Metrics::PublishModel(const ModelInfo& info) {
   }
 }
 
+void Metrics::AttachConnections(std::shared_ptr<ConnectionLimit> connections) {
+  connections_ = std::move(connections);
+}
+
 void Metrics::RefreshEngineGauges() const {
   resident_memory_.Set(static_cast<double>(ResidentBytes()));
+  if (connections_ != nullptr) {
+    grpc_connections_.Set(connections_->open());
+    std::lock_guard<std::mutex> lock(refused_mu_);
+    const double refused = static_cast<double>(connections_->refused());
+    grpc_connections_refused_.Increment(refused - grpc_connections_refused_.Value());
+  }
   const Engine* engine = engine_.load();
   if (engine == nullptr) return;
   const EngineStats stats = engine->Stats();

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -18,6 +19,7 @@
 #include <prometheus/registry.h>
 
 #include "engine/engine.h"
+#include "server/connection_limit.h"
 
 namespace moondream::server {
 
@@ -44,6 +46,8 @@ class Metrics {
   // `engine` must outlive this object (or be detached with nullptr first).
   void AttachEngine(const Engine* engine);
   void ObserveRequest(const RequestOutcome& outcome);
+  // Publishes the gRPC listener's open and refused connections; call before /metrics is served.
+  void AttachConnections(std::shared_ptr<ConnectionLimit> connections);
 
  private:
   void RefreshEngineGauges() const;
@@ -52,6 +56,8 @@ class Metrics {
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::atomic<const Engine*> engine_{nullptr};
+  std::shared_ptr<ConnectionLimit> connections_;
+  mutable std::mutex refused_mu_;  // scrapes may run at once; the counter moves by deltas
 
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& request_duration_;
@@ -66,6 +72,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& model_kv_cache_bytes_;
   prometheus::Family<prometheus::Gauge>& model_image_cache_bytes_;
   prometheus::Gauge& resident_memory_;
+  prometheus::Gauge& grpc_connections_;
+  prometheus::Counter& grpc_connections_refused_;
   prometheus::Family<prometheus::Gauge>& weight_bytes_;
   prometheus::Family<prometheus::Gauge>& parameters_;
   prometheus::Family<prometheus::Gauge>& load_seconds_;

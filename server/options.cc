@@ -83,6 +83,9 @@ ABSL_FLAG(int64_t, grpc_memory_bytes, 64 << 20,
           "buffers (under pressure it reads less and refuses new calls)");
 ABSL_FLAG(int, max_concurrent_streams, 32,
           "Most concurrent calls (HTTP/2 streams) per client connection");
+ABSL_FLAG(int, grpc_max_connections, 16,
+          "Most open gRPC client connections; one more is closed at accept (clients see "
+          "UNAVAILABLE and retry)");
 ABSL_FLAG(uint64_t, max_image_pixels, kEngineDefaults.max_image_pixels,
           "Largest decoded image (width x height); also the pixels all workers decode at once");
 ABSL_FLAG(uint64_t, image_cache_bytes, kEngineDefaults.image_cache_bytes,
@@ -101,6 +104,9 @@ ABSL_FLAG(bool, keepalive_permit_without_calls, false,
           "Allow client keepalive pings on connections without calls");
 ABSL_FLAG(absl::Duration, keepalive_min_ping_interval, absl::Minutes(5),
           "Shortest client ping interval tolerated (faster clients get GOAWAY)");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
+          "Close gRPC connections without calls for this long (frees their "
+          "--grpc-max-connections slot); inf = never");
 ABSL_FLAG(absl::Duration, max_connection_age, absl::InfiniteDuration(),
           "Close connections after this age (spreads load behind L4 balancers); inf = never");
 ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::InfiniteDuration(),
@@ -233,11 +239,17 @@ absl::StatusOr<ServerOptions> ServerFromFlags() {
     return absl::InvalidArgumentError("--max-concurrent-streams=" +
                                       std::to_string(o.max_concurrent_streams) + ": expected >= 1");
   }
+  o.grpc_max_connections = absl::GetFlag(FLAGS_grpc_max_connections);
+  if (o.grpc_max_connections <= 0) {
+    return absl::InvalidArgumentError("--grpc-max-connections=" +
+                                      std::to_string(o.grpc_max_connections) + ": expected >= 1");
+  }
   o.drain_grace = absl::GetFlag(FLAGS_drain_grace);
   o.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   o.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
   o.keepalive_permit_without_calls = absl::GetFlag(FLAGS_keepalive_permit_without_calls);
   o.keepalive_min_ping_interval = absl::GetFlag(FLAGS_keepalive_min_ping_interval);
+  o.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
   o.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
   o.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
   o.reflection = absl::GetFlag(FLAGS_reflection);
@@ -299,6 +311,7 @@ void LogOptions(const Options& options) {
        {"max_concurrency", e.max_concurrency}, {"max_message_bytes", s.max_message_bytes},
        {"max_queued_bytes", e.max_queued_bytes}, {"grpc_memory_bytes", s.grpc_memory_bytes},
        {"max_concurrent_streams", s.max_concurrent_streams},
+       {"grpc_max_connections", s.grpc_max_connections},
        {"max_image_pixels", e.max_image_pixels}, {"image_cache_bytes", e.image_cache_bytes},
        {"image_cache_ttl_s", e.image_cache_ttl_s}, {"max_deadline_s", e.max_deadline_s},
        {"queue_timeout_s", e.queue_timeout_s},
@@ -307,6 +320,7 @@ void LogOptions(const Options& options) {
        {"keepalive_timeout", absl::FormatDuration(s.keepalive_timeout)},
        {"keepalive_permit_without_calls", s.keepalive_permit_without_calls},
        {"keepalive_min_ping_interval", absl::FormatDuration(s.keepalive_min_ping_interval)},
+       {"max_connection_idle", absl::FormatDuration(s.max_connection_idle)},
        {"max_connection_age", absl::FormatDuration(s.max_connection_age)},
        {"max_connection_age_grace", absl::FormatDuration(s.max_connection_age_grace)},
        {"reflection", s.reflection},

@@ -28,11 +28,13 @@ struct ServerOptions {
   int max_message_bytes = 0;   // largest request message accepted
   int64_t grpc_memory_bytes = 0;   // grpc::ResourceQuota of the server
   int max_concurrent_streams = 0;  // GRPC_ARG_MAX_CONCURRENT_STREAMS (per connection)
+  int grpc_max_connections = 0;    // open gRPC connections; more are closed at accept
   absl::Duration drain_grace;  // SIGTERM: time in-flight requests get to finish
   absl::Duration keepalive_time;
   absl::Duration keepalive_timeout;
   bool keepalive_permit_without_calls = false;
   absl::Duration keepalive_min_ping_interval;  // faster client pings get GOAWAY
+  absl::Duration max_connection_idle;          // GOAWAY after this long without calls
   absl::Duration max_connection_age;           // infinite = never
   absl::Duration max_connection_age_grace;
   LogLevel log_level = LogLevel::kInfo;

@@ -131,18 +131,28 @@ TEST(LimitsTest, QueuedImageBytesAreCapped) {
 // --max-concurrent-streams bounds the calls of one connection: with 1, a second call on the
 // busy connection waits for the stream (and misses its deadline) while the same call on
 // another connection is served at once.
+// A stub on a connection of its own (gRPC shares one between channels by default).
+std::unique_ptr<v1::Moondream::Stub> OwnConnection(const ServerProcess& server) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return v1::Moondream::NewStub(
+      grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
+}
+
+grpc::Status CallGetModel(v1::Moondream::Stub* stub) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
+  v1::GetModelRequest request;
+  v1::ModelInfo info;
+  return stub->GetModel(&ctx, request, &info);
+}
+
 TEST(LimitsTest, MaxConcurrentStreamsPerConnection) {
   ServerProcess server({"--max-concurrent-streams=1", "--max-concurrency=2",
                         "--test-model-token-delay-ms=200"});
   ASSERT_TRUE(server.serving()) << server.Logs();
-  auto connection = [&server] {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
-    return v1::Moondream::NewStub(
-        grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
-  };
-  auto busy = connection();
-  auto other = connection();
+  auto busy = OwnConnection(server);
+  auto other = OwnConnection(server);
   PendingCaption running;
   running.Start(busy.get(), CaptionOf(ReadFixture(kPng), 20));  // 4 s of tokens
   ASSERT_TRUE(WaitForMetric(server, "moondream_requests_in_flight", {}, 1, seconds(5)));
@@ -159,6 +169,43 @@ TEST(LimitsTest, MaxConcurrentStreamsPerConnection) {
   EXPECT_TRUE(served.ok()) << served.error_code() << " " << served.error_message();
   running.ctx.TryCancel();
   EXPECT_EQ(running.status.get().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST(LimitsTest, MaxConnectionsClosesTheNextUntilOneCloses) {
+  ServerProcess server({"--grpc-max-connections=2"});
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  auto first = OwnConnection(server);
+  auto second = OwnConnection(server);
+  ASSERT_TRUE(CallGetModel(first.get()).ok());
+  ASSERT_TRUE(CallGetModel(second.get()).ok());
+
+  auto third = OwnConnection(server);
+  const grpc::Status refused = CallGetModel(third.get());
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  EXPECT_TRUE(server.WaitForLog("event=grpc_connections_refused", seconds(5))) << server.Logs();
+  const std::string scrape = HttpGet(server.metrics_address(), "/metrics");
+  EXPECT_EQ(MetricValue(scrape, "moondream_grpc_connections"), 2) << scrape;
+  EXPECT_GE(MetricValue(scrape, "moondream_grpc_connections_refused_total"), 1) << scrape;
+  EXPECT_TRUE(CallGetModel(first.get()).ok());  // the admitted ones go on
+  third.reset();  // its channel would reconnect and could take the slot freed next
+
+  first.reset();  // its channel, and so its connection, closes: the slot is free again
+  ASSERT_TRUE(WaitForMetric(server, "moondream_grpc_connections", {}, 1, seconds(10)));
+  auto fourth = OwnConnection(server);
+  const grpc::Status admitted = CallGetModel(fourth.get());
+  EXPECT_TRUE(admitted.ok()) << admitted.error_code() << " " << admitted.error_message();
+}
+
+TEST(LimitsTest, IdleConnectionsFreeTheirSlot) {
+  ServerProcess server({"--grpc-max-connections=1", "--max-connection-idle=1s"});
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  auto idle = OwnConnection(server);
+  ASSERT_TRUE(CallGetModel(idle.get()).ok());
+  // The server's GOAWAY closes the idle connection; the channel itself stays.
+  ASSERT_TRUE(WaitForMetric(server, "moondream_grpc_connections", {}, 0, seconds(10)));
+  auto other = OwnConnection(server);
+  const grpc::Status admitted = CallGetModel(other.get());
+  EXPECT_TRUE(admitted.ok()) << admitted.error_code() << " " << admitted.error_message();
 }
 
 TEST(LimitsTest, DeadlineStopsGeneration) {

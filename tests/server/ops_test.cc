@@ -248,6 +248,8 @@ TEST(MetricsTest, ScrapeHasEverySeriesAndPassesPromtool) {
     EXPECT_EQ(MetricValue(scrape, gauge), 0) << gauge;
   }
   EXPECT_GT(MetricValue(scrape, "moondream_process_resident_memory_bytes"), 1e6);
+  EXPECT_EQ(MetricValue(scrape, "moondream_grpc_connections"), 1);  // the stub's
+  EXPECT_EQ(MetricValue(scrape, "moondream_grpc_connections_refused_total"), 0);
   EXPECT_EQ(MetricValue(scrape, "moondream_model_info",
                         {"model=\"test\"", "precision=\"none\"", "device=\"cpu\""}), 1);
   EXPECT_GE(MetricValue(scrape, "moondream_model_parameters", {"model=\"test\""}), 0);

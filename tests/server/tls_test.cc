@@ -87,7 +87,10 @@ std::unique_ptr<v1::Moondream::Stub> TlsStub(const ServerProcess& server, const 
     options.pem_private_key = Slurp(pki.path(client + ".key"));
     options.pem_cert_chain = Slurp(pki.path(client + ".pem"));
   }
-  return v1::Moondream::NewStub(grpc::CreateChannel(server.address(), grpc::SslCredentials(options)));
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
+  return v1::Moondream::NewStub(
+      grpc::CreateCustomChannel(server.address(), grpc::SslCredentials(options), args));
 }
 
 grpc::StatusCode ListModels(v1::Moondream::Stub* stub) {
@@ -131,6 +134,18 @@ TEST(TlsTest, GrpcAndHttpServeTlsAndRefusePlaintext) {
   EXPECT_NE(output, "200") << "plaintext HTTP must fail";
   // The probe/metrics listener stays plain HTTP.
   EXPECT_EQ(HttpGet(server.metrics_address(), "/readyz"), "ready\n");
+}
+
+TEST(TlsTest, ConnectionLimitHoldsOverTls) {
+  Pki pki;
+  std::vector<std::string> flags = pki.ServerFlags(/*mutual=*/false);
+  flags.push_back("--grpc-max-connections=1");
+  ServerProcess server(flags);
+  ASSERT_TRUE(server.serving()) << server.Logs();
+  auto admitted = TlsStub(server, pki);
+  EXPECT_EQ(ListModels(admitted.get()), grpc::StatusCode::OK);
+  EXPECT_EQ(ListModels(TlsStub(server, pki).get()), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ListModels(admitted.get()), grpc::StatusCode::OK);
 }
 
 TEST(TlsTest, MutualTlsNeedsAClientCertificateFromTheCa) {
