@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -33,6 +34,14 @@ struct QuantStats {
 // (max|w| < ~1.8e-43) is stored the same way. `stats` may be null.
 absl::StatusOr<Int8Matrix> QuantizePerChannel(const at::Tensor& w, std::string_view name,
                                               QuantStats* stats);
+
+// fp32 elements of the row blocks that QuantizePerChannel (and the load-time smoothing
+// statistics) convert at a time, per task: 256 KB, stays in L2.
+constexpr int64_t kRowBlockElements = 1 << 16;
+
+// Rows [r0, r1) of a CPU [out, in] fp16/bf16/fp32 matrix as row-major fp32: a pointer into
+// `m` when it is contiguous fp32, else converted into `buffer` (resized as needed).
+const float* RowsAsFloat(const at::Tensor& m, int64_t r0, int64_t r1, std::vector<float>& buffer);
 
 // [out, in] in `dtype`, on the device of m.q.
 at::Tensor Dequantize(const Int8Matrix& m, at::ScalarType dtype);

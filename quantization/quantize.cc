@@ -1,6 +1,6 @@
 // Per-output-row symmetric INT8 quantization of weight matrices.
 //
-// Rows are quantized in chunks of ~kChunkElements, in parallel (at::parallel_for): each task
+// Rows are quantized in chunks of ~kRowBlockElements, in parallel (at::parallel_for): each task
 // converts its chunk to fp32 in one reused buffer (no copy for contiguous fp32 input) and
 // writes q and the scales straight into the result. On AVX2 CPUs the per-row absmax and the
 // round/clamp/error pass run 8 (absmax) and 4 (fp64 quantization) lanes at a time with the
@@ -27,7 +27,6 @@
 namespace moondream::quant {
 namespace {
 
-constexpr int64_t kChunkElements = 1 << 16;  // fp32 rows per task: 256 KB, stays in L2
 
 struct ErrorSums {
   double max_abs = 0, err2 = 0, w2 = 0;
@@ -175,14 +174,7 @@ void FillStats(const ErrorSums& sums, int64_t numel, QuantStats* stats) {
 int64_t QuantizeChunk(const at::Tensor& src, int64_t r0, int64_t r1, Int8Matrix& m,
                       std::vector<float>& buf, ErrorSums* sums) {
   const int64_t in = src.size(1);
-  const float* rows;
-  if (src.scalar_type() == at::kFloat && src.is_contiguous()) {
-    rows = src.data_ptr<float>() + r0 * in;
-  } else {
-    buf.resize(static_cast<size_t>((r1 - r0) * in));
-    at::from_blob(buf.data(), {r1 - r0, in}, at::kFloat).copy_(src.slice(0, r0, r1));
-    rows = buf.data();
-  }
+  const float* rows = RowsAsFloat(src, r0, r1, buf);
   int8_t* q = m.q.data_ptr<int8_t>();
   float* scale = m.scale.data_ptr<float>();
   for (int64_t r = r0; r < r1; ++r) {
@@ -192,6 +184,14 @@ int64_t QuantizeChunk(const at::Tensor& src, int64_t r0, int64_t r1, Int8Matrix&
 }
 
 }  // namespace
+
+const float* RowsAsFloat(const at::Tensor& m, int64_t r0, int64_t r1, std::vector<float>& buffer) {
+  const int64_t in = m.size(1);
+  if (m.scalar_type() == at::kFloat && m.is_contiguous()) return m.data_ptr<float>() + r0 * in;
+  buffer.resize(static_cast<size_t>((r1 - r0) * in));
+  at::from_blob(buffer.data(), {r1 - r0, in}, at::kFloat).copy_(m.slice(0, r0, r1));
+  return buffer.data();
+}
 
 absl::StatusOr<Int8Matrix> QuantizePerChannel(const at::Tensor& w, std::string_view name,
                                               QuantStats* stats) {
@@ -207,7 +207,7 @@ absl::StatusOr<Int8Matrix> QuantizePerChannel(const at::Tensor& w, std::string_v
     const at::Tensor src = w.device().is_cpu() ? w : w.to(at::kCPU);
     const int64_t out = src.size(0), in = src.size(1);
     Int8Matrix m{at::empty({out, in}, at::kChar), at::empty({out}, at::kFloat)};
-    const int64_t rows = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(in, 1));
+    const int64_t rows = std::max<int64_t>(1, kRowBlockElements / std::max<int64_t>(in, 1));
     const int64_t chunks = (out + rows - 1) / rows;
     std::vector<ErrorSums> sums(chunks);  // per chunk, merged in order: deterministic stats
     std::vector<int64_t> bad(chunks, -1);

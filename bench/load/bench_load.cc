@@ -1,5 +1,5 @@
 // bench_load: loads Moondream2 at one precision and reports what loading costs.
-//   bench_load --model-dir DIR [--precision fp32|bf16|int8] [--threads N]
+//   bench_load --model-dir DIR [--precision fp32|bf16|int8] [--int8-smoothing on|off] [--threads N]
 //              [--image FILE [--max-tokens N]]
 // Prints one JSON object on stdout: load wall seconds, process CPU seconds (user, sys) spent
 // in the load, peak RSS during the load (getrusage ru_maxrss, from process start) and RSS
@@ -89,6 +89,7 @@ int Bench(const std::map<std::string, std::string>& args) {
   MoondreamOptions options;
   options.model_dir = args.at("model-dir");
   options.precision = arg("precision", "fp32");
+  options.int8_smoothing = arg("int8-smoothing", "on") == "on";
   std::cerr << "bench_load: loading " << options.model_dir << " as " << options.precision << "\n";
   const Usage before = Now();
   const auto start = std::chrono::steady_clock::now();
@@ -100,9 +101,11 @@ int Bench(const std::map<std::string, std::string>& args) {
   }
   const Usage loaded = Now();
   const double rss_loaded = RssGib();
-  std::printf("{\"precision\": \"%s\", \"threads\": %d, \"load_s\": %.2f, \"load_user_s\": %.2f, "
-              "\"load_sys_s\": %.2f, \"load_peak_rss_gib\": %.3f, \"loaded_rss_gib\": %.3f",
-              options.precision.c_str(), at::get_num_threads(), load_s,
+  std::printf("{\"precision\": \"%s\", \"int8_smoothing\": %s, \"threads\": %d, \"load_s\": %.2f, "
+              "\"load_user_s\": %.2f, \"load_sys_s\": %.2f, \"load_peak_rss_gib\": %.3f, "
+              "\"loaded_rss_gib\": %.3f",
+              options.precision.c_str(), options.int8_smoothing ? "true" : "false",
+              at::get_num_threads(), load_s,
               loaded.user_s - before.user_s, loaded.sys_s - before.sys_s, loaded.peak_gib,
               rss_loaded);
   if (args.count("image")) {
@@ -131,7 +134,7 @@ int main(int argc, char** argv) {
   }
   if (!args.count("model-dir")) {
     std::fprintf(stderr, "usage: bench_load --model-dir DIR [--precision fp32|bf16|int8] "
-                         "[--threads N] [--image FILE [--max-tokens N]]\n");
+                         "[--int8-smoothing on|off] [--threads N] [--image FILE [--max-tokens N]]\n");
     return 2;
   }
   return moondream::Bench(args);

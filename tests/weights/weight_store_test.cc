@@ -249,6 +249,59 @@ TEST(WeightStore, Int8SmoothingLeavesSitesWithoutOutliersAlone) {
   EXPECT_EQ(r.Summary().smoothed_layers, 0);
 }
 
+// Fixture A rewritten with every tensor as `dtype` (fp16 -> fp32 is exact; -> bf16 rounds).
+std::string FixtureAs(const testing::TempDir& dir, DType dtype) {
+  auto file = SafetensorsFile::Open(FixtureA());
+  EXPECT_TRUE(file.ok());
+  std::vector<SafetensorsWriter::Entry> entries;
+  for (const TensorView& t : (*file)->tensors()) entries.push_back({t.name, dtype, t.shape});
+  const std::string path = dir.Path(std::string(DTypeName(dtype)) + ".safetensors");
+  auto writer = SafetensorsWriter::Create(path, entries, (*file)->metadata());
+  EXPECT_TRUE(writer.ok());
+  for (const TensorView& t : (*file)->tensors()) {
+    const at::Tensor v = SourceView(t).to(dtype == DType::kF32 ? at::kFloat : at::kBFloat16).contiguous();
+    EXPECT_TRUE((*writer)->Write(v.data_ptr(), v.nbytes()).ok());
+  }
+  EXPECT_TRUE((*writer)->Finish().ok());
+  return path;
+}
+
+// The smoothing statistics read the column maxima straight from the stored bits: a file
+// stored as fp32 gives the fp16 file's statistics exactly, one stored as bf16 (its values
+// rounded to 8 bits of mantissa) within that rounding.
+TEST(WeightStore, Int8SmoothingStatisticsDoNotDependOnTheStoredDtype) {
+  testing::TempDir dir;
+  auto sites = [](const std::string& path) {
+    auto store = WeightStore::Open(path, {Precision::kINT8, "cpu", {}, nullptr, true, 2, 1.0});
+    EXPECT_TRUE(store.ok()) << store.status();
+    const auto blk = (*store)->Root().Sub("text").Sub("blocks").Sub("0");
+    EXPECT_TRUE(blk.Sub("attn").Linear("qkv", 384, 128).ok());
+    EXPECT_TRUE(blk.Sub("attn").Linear("proj", 128, 128).ok());
+    EXPECT_TRUE(blk.Sub("mlp").Linear("fc1", 512, 128).ok());
+    std::vector<SmoothingStats> out;
+    for (const LayerQuantReport& l : (*store)->report().layers) out.push_back(l.smoothing);
+    return out;
+  };
+  const std::vector<SmoothingStats> f16 = sites(FixtureA());
+  const std::vector<SmoothingStats> f32 = sites(FixtureAs(dir, DType::kF32));
+  const std::vector<SmoothingStats> bf16 = sites(FixtureAs(dir, DType::kBF16));
+  ASSERT_EQ(f16.size(), 3u);
+  ASSERT_EQ(f32.size(), 3u);
+  ASSERT_EQ(bf16.size(), 3u);
+  for (size_t i = 0; i < f16.size(); ++i) {
+    EXPECT_TRUE(f16[i].applied) << i;
+    EXPECT_EQ(f32[i].input_spread_before, f16[i].input_spread_before) << i;
+    EXPECT_EQ(f32[i].scale_min, f16[i].scale_min) << i;
+    EXPECT_EQ(f32[i].scale_max, f16[i].scale_max) << i;
+    EXPECT_EQ(f32[i].input_spread_after, f16[i].input_spread_after) << i;
+    EXPECT_NEAR(bf16[i].input_spread_before, f16[i].input_spread_before, 0.02 * f16[i].input_spread_before) << i;
+    EXPECT_NEAR(bf16[i].scale_min, f16[i].scale_min, 0.02 * f16[i].scale_min) << i;
+    EXPECT_NEAR(bf16[i].scale_max, f16[i].scale_max, 0.02 * f16[i].scale_max) << i;
+  }
+  EXPECT_EQ(f32[0].key_spread_before, f16[0].key_spread_before);
+  EXPECT_EQ(f32[0].value_spread_after, f16[0].value_spread_after);
+}
+
 TEST(WeightStore, FullLoadReportsComponents) {
   auto config = LoadConfig(FixtureCkpt("public-a") + "/config.json");
   ASSERT_TRUE(config.ok());
