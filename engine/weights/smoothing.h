@@ -24,7 +24,8 @@
 // 1.4-1.6x and folding them moved INT8-vs-FP32 by noise, and on the full-size key x100
 // stress it raised the mean KL 5.2e-3 -> 6.8e-3.
 // Each group of a block is computed the first time one of its tensors is requested, from
-// the mmap'd source tensors (chunked, a few MB of fp32 at a time).
+// the mmap'd source tensors: column maxima straight from the stored bits, row ranges from
+// 256 KB fp32 blocks, one parallel pass each (docs/quantization.md, "Cost at load").
 #pragma once
 
 #include <cstdint>
