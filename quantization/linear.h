@@ -2,6 +2,7 @@
 // Knows nothing of Moondream: ATen + absl only.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -38,6 +39,10 @@ absl::StatusOr<Int8Matrix> QuantizePerChannel(const at::Tensor& w, std::string_v
 // fp32 elements of the row blocks that QuantizePerChannel (and the load-time smoothing
 // statistics) convert at a time, per task: 256 KB, stays in L2.
 constexpr int64_t kRowBlockElements = 1 << 16;
+// Rows of an [out, in] matrix in one such block (at least one).
+inline int64_t RowsPerBlock(int64_t in) {
+  return std::max<int64_t>(1, kRowBlockElements / std::max<int64_t>(in, 1));
+}
 
 // Rows [r0, r1) of a CPU [out, in] fp16/bf16/fp32 matrix as row-major fp32: a pointer into
 // `m` when it is contiguous fp32, else converted into `buffer` (resized as needed).

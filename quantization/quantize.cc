@@ -207,7 +207,7 @@ absl::StatusOr<Int8Matrix> QuantizePerChannel(const at::Tensor& w, std::string_v
     const at::Tensor src = w.device().is_cpu() ? w : w.to(at::kCPU);
     const int64_t out = src.size(0), in = src.size(1);
     Int8Matrix m{at::empty({out, in}, at::kChar), at::empty({out}, at::kFloat)};
-    const int64_t rows = std::max<int64_t>(1, kRowBlockElements / std::max<int64_t>(in, 1));
+    const int64_t rows = RowsPerBlock(in);
     const int64_t chunks = (out + rows - 1) / rows;
     std::vector<ErrorSums> sums(chunks);  // per chunk, merged in order: deterministic stats
     std::vector<int64_t> bad(chunks, -1);

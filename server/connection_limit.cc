@@ -108,14 +108,14 @@ void ConnectionLimit::ForgetClosedLocked() {
               open_.end());
 }
 
-bool ConnectionLimit::Admit(int fd) {
+void ConnectionLimit::Admit(int fd) {
   struct stat st;
-  if (fstat(fd, &st) != 0) return true;  // gRPC's own accept path reports a dead socket
+  if (fstat(fd, &st) != 0) return;  // gRPC's own accept path reports a dead socket
   std::lock_guard<std::mutex> lock(mu_);
   ForgetClosedLocked();
   if (static_cast<int>(open_.size()) < max_) {
     open_.push_back({fd, st.st_dev, st.st_ino});
-    return true;
+    return;
   }
   shutdown(fd, SHUT_RDWR);
   ++refused_;
@@ -128,7 +128,6 @@ bool ConnectionLimit::Admit(int fd) {
     last_log_ns_ = now;
     refused_logged_ = refused_;
   }
-  return false;
 }
 
 int ConnectionLimit::open() {

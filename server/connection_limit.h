@@ -28,8 +28,8 @@ class ConnectionLimit {
   // Makes `builder`'s server apply this limit; the server keeps it alive.
   static void Install(std::shared_ptr<ConnectionLimit> limit, grpc::ServerBuilder* builder);
 
-  // Called for each accepted socket: false when it was over the limit and shut down.
-  bool Admit(int fd);
+  // Called for each accepted socket: remembers it, or shuts it down when the limit is full.
+  void Admit(int fd);
 
   int open();
   int64_t refused() const;

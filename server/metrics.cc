@@ -147,7 +147,7 @@ Metrics::Metrics()
 Metrics::~Metrics() = default;
 
 std::string Metrics::Render() const {
-  RefreshEngineGauges();
+  RefreshGauges();
   return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 
@@ -198,7 +198,7 @@ void Metrics::AttachConnections(std::shared_ptr<ConnectionLimit> connections) {
   connections_ = std::move(connections);
 }
 
-void Metrics::RefreshEngineGauges() const {
+void Metrics::RefreshGauges() const {
   resident_memory_.Set(static_cast<double>(ResidentBytes()));
   if (connections_ != nullptr) {
     grpc_connections_.Set(connections_->open());

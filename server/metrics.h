@@ -1,9 +1,10 @@
 // Prometheus metrics (prometheus-cpp core), rendered for GET /metrics by the HTTP front
 // (server/http_service.h) on --metrics-listen and --http-listen.
 //
-// Request metrics are observed by the service as calls finish; engine gauges (queue
-// depth, in-flight, caches, resident memory) are refreshed from Engine::Stats() at
-// scrape time, so they are never stale and cost nothing between scrapes.
+// Request metrics are observed by the service as calls finish; the gauges (queue depth,
+// in-flight, caches from Engine::Stats(); resident memory; the gRPC listener's open and
+// refused connections) are refreshed at scrape time, so they are never stale and cost
+// nothing between scrapes.
 #pragma once
 
 #include <atomic>
@@ -50,7 +51,7 @@ class Metrics {
   void AttachConnections(std::shared_ptr<ConnectionLimit> connections);
 
  private:
-  void RefreshEngineGauges() const;
+  void RefreshGauges() const;
   void PublishModel(const ModelInfo& info);
   void ObserveStages(const RequestOutcome& outcome, const Timings& timings);
 

@@ -228,7 +228,7 @@ struct Source {
     const Bits* data = static_cast<const Bits*>(w.data_ptr());
     std::vector<Bits> m(static_cast<size_t>(in), 0);
     std::mutex mu;
-    const int64_t step = std::max<int64_t>(1, quant::kRowBlockElements / std::max<int64_t>(in, 1));
+    const int64_t step = quant::RowsPerBlock(in);
     at::parallel_for(0, (out + step - 1) / step, 1, [&](int64_t first, int64_t last) {
       std::vector<Bits> part(static_cast<size_t>(in), 0);
       Bits* p = part.data();
@@ -247,7 +247,7 @@ struct Source {
   // the blocks split over at::parallel_for's threads.
   template <typename Fn>
   static void ForRowBlocks(const at::Tensor& t, int64_t r0, int64_t r1, Fn fn) {
-    const int64_t step = std::max<int64_t>(1, quant::kRowBlockElements / std::max<int64_t>(t.size(1), 1));
+    const int64_t step = quant::RowsPerBlock(t.size(1));
     const int64_t blocks = (r1 - r0 + step - 1) / step;
     at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
       std::vector<float> buffer;

@@ -131,12 +131,9 @@ TEST(LimitsTest, QueuedImageBytesAreCapped) {
 // --max-concurrent-streams bounds the calls of one connection: with 1, a second call on the
 // busy connection waits for the stream (and misses its deadline) while the same call on
 // another connection is served at once.
-// A stub on a connection of its own (gRPC shares one between channels by default).
+// A stub on a connection of its own.
 std::unique_ptr<v1::Moondream::Stub> OwnConnection(const ServerProcess& server) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return v1::Moondream::NewStub(
-      grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
+  return v1::Moondream::NewStub(OwnChannel(server.address()));
 }
 
 grpc::Status CallGetModel(v1::Moondream::Stub* stub) {

@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <utility>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -108,6 +109,13 @@ std::unique_ptr<v1::Moondream::Stub> ServerProcess::Stub() const {
 }
 
 void ServerProcess::Signal(int signal) const { kill(pid_, signal); }
+
+std::shared_ptr<grpc::Channel> OwnChannel(const std::string& address,
+                                          std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, std::move(credentials), args);
+}
 
 int ServerProcess::WaitExit(std::chrono::seconds timeout) {
   const auto end = std::chrono::steady_clock::now() + timeout;

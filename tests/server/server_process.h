@@ -58,6 +58,11 @@ class ServerProcess {
 
 // The value of `key=` in a logfmt line ("" when absent).
 std::string LogField(const std::string& line, const std::string& key);
+// A channel to `address` on a connection of its own (gRPC otherwise shares one connection
+// between channels to the same target).
+std::shared_ptr<grpc::Channel> OwnChannel(
+    const std::string& address,
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials());
 // A TCP connection to 127.0.0.1:PORT (IPv4 host:port); its fd, or -1.
 int ConnectTo(const std::string& address);
 // GET http://address/path (HTTP/1.0); the body, or "" on failure.

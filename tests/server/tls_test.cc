@@ -87,10 +87,7 @@ std::unique_ptr<v1::Moondream::Stub> TlsStub(const ServerProcess& server, const 
     options.pem_private_key = Slurp(pki.path(client + ".key"));
     options.pem_cert_chain = Slurp(pki.path(client + ".pem"));
   }
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
-  return v1::Moondream::NewStub(
-      grpc::CreateCustomChannel(server.address(), grpc::SslCredentials(options), args));
+  return v1::Moondream::NewStub(OwnChannel(server.address(), grpc::SslCredentials(options)));
 }
 
 grpc::StatusCode ListModels(v1::Moondream::Stub* stub) {
