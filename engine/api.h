@@ -121,11 +121,14 @@ struct QuantizationSummary {
   std::string worst_layer;
   double max_abs_error = 0;
   double clipped_fraction = 0;
-  // INT8 smoothing (--int8-smoothing): layers whose input channels were rescaled, and the
-  // worst spread (max / median channel range) of any layer's input (that layer:
-  // smoothing_worst_layer), and of any head's int8 KV cache rows, before and after, over
-  // every site the method looked at (smoothed or left alone). Per layer: the load report.
+  // INT8 smoothing (--int8-smoothing): layers whose input channels were shifted or
+  // rescaled, and the worst spread (max / median channel range) of any layer's input (that
+  // layer: smoothing_worst_layer), and of any head's int8 KV cache rows, before and after,
+  // over every site the method looked at (smoothed or left alone); channels whose constant
+  // moved into a bias (per linear input and per K / V cache channel). Per layer: the load
+  // report.
   int smoothed_layers = 0;
+  int shifted_channels = 0;
   double input_spread_before = 0, input_spread_after = 0;
   double kv_spread_before = 0, kv_spread_after = 0;
   std::string smoothing_worst_layer;

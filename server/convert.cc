@@ -181,6 +181,7 @@ void FillModelInfo(const ModelInfo& info, v1::ModelInfo* out) {
     qs->set_input_spread_after(q.input_spread_after);
     qs->set_kv_spread_before(q.kv_spread_before);
     qs->set_kv_spread_after(q.kv_spread_after);
+    qs->set_shifted_channels(q.shifted_channels);
   }
   out->set_is_default(info.is_default);
   out->set_source(info.source);

@@ -140,8 +140,9 @@ Metrics::Metrics()
       quantization_smoothing_(
           BuildGauge()
               .Name("moondream_model_quantization_smoothing")
-              .Help("INT8 smoothing: smoothed layers, and the worst channel spread (max / "
-                    "median) of layer inputs and KV cache rows before and after")
+              .Help("INT8 smoothing: smoothed layers, the worst channel spread (max / "
+                    "median) of layer inputs and KV cache rows before and after, and the "
+                    "channels whose constant offset moved into a bias")
               .Register(*registry_)) {}
 
 Metrics::~Metrics() = default;
@@ -188,7 +189,8 @@ void Metrics::PublishModel(const ModelInfo& info) {
       {"input_spread_before", q.input_spread_before},
       {"input_spread_after", q.input_spread_after},
       {"kv_spread_before", q.kv_spread_before},
-      {"kv_spread_after", q.kv_spread_after}};
+      {"kv_spread_after", q.kv_spread_after},
+      {"shifted_channels", q.shifted_channels}};
   for (const auto& [stat, value] : smoothing) {
     quantization_smoothing_.Add({{"model", info.name}, {"stat", stat}}).Set(value);
   }

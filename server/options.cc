@@ -63,7 +63,7 @@ ABSL_FLAG(std::string, device, kEngineDefaults.device, "cpu or cuda");
 ABSL_FLAG(std::vector<std::string>, int8_skip, {},
           "Glob patterns of layers kept in full precision under int8");
 ABSL_FLAG(std::string, int8_smoothing, "on",
-          "on|off: INT8 folds calibration-free per-channel smoothing (LayerNorm->linear, "
+          "on|off: INT8 folds calibration-free per-channel shifts and scales (LayerNorm->linear, "
           "values->out-projection, keys<->queries) into the weights at load, so outlier "
           "channels do not crush the per-token activations or the int8 KV cache");
 ABSL_FLAG(std::string, cpu_isa, "auto",

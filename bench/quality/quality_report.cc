@@ -1,6 +1,6 @@
 // quality_report: INT8 vs FP32 quality statistics of one model directory (issue 4).
 //   quality_report --model-dir DIR --image FILE... [--tokens N] [--objects N] [--threads T]
-//                  [--int8-smoothing on|off]
+//                  [--int8-smoothing on|off] [--int8-skip GLOB,...]
 // Loads the FP32 and INT8 variants (both resident at once: ~8 GB + ~2.2 GB for the full
 // model), then for each image prints embedding cosine, step-0 KL / top-1, teacher-forced
 // top-1 agreement over N greedy FP32 tokens and detect/point agreement (up to --objects
@@ -27,6 +27,7 @@ struct Args {
   quality::CompareOptions compare;
   int threads = 0;
   bool int8_smoothing = true;  // --int8-smoothing off: the INT8 model without outlier smoothing
+  std::vector<std::string> int8_skip;  // --int8-skip: layers the INT8 model keeps in fp32
 };
 
 bool Parse(int argc, char** argv, Args* args) {
@@ -47,6 +48,9 @@ bool Parse(int argc, char** argv, Args* args) {
       const std::string v = argv[++i];
       if (v != "on" && v != "off") return false;
       args->int8_smoothing = v == "on";
+    } else if (flag == "--int8-skip" && has_value) {
+      std::stringstream globs(argv[++i]);
+      for (std::string glob; std::getline(globs, glob, ',');) args->int8_skip.push_back(glob);
     } else if (flag == "--threads" && has_value) {
       args->threads = std::atoi(argv[++i]);
     } else {
@@ -62,10 +66,11 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 }
 
 std::unique_ptr<Moondream> LoadOrDie(const std::string& dir, const std::string& precision,
-                                     bool int8_smoothing = true) {
+                                     const Args& args) {
   const auto start = std::chrono::steady_clock::now();
   MoondreamOptions options;
-  options.int8_smoothing = int8_smoothing;
+  options.int8_smoothing = args.int8_smoothing;
+  options.int8_skip = args.int8_skip;
   options.model_dir = dir;
   options.precision = precision;
   auto model = Moondream::Load(options);
@@ -82,12 +87,12 @@ int Main(int argc, char** argv) {
   if (!Parse(argc, argv, &args)) {
     std::fprintf(stderr,
                  "usage: quality_report --model-dir DIR --image FILE... [--tokens N] "
-                 "[--objects N] [--threads T] [--int8-smoothing on|off]\n");
+                 "[--objects N] [--threads T] [--int8-smoothing on|off] [--int8-skip GLOB,...]\n");
     return 2;
   }
   if (args.threads > 0) at::set_num_threads(args.threads);
-  const auto fp32 = LoadOrDie(args.model_dir, "fp32");
-  const auto int8 = LoadOrDie(args.model_dir, "int8", args.int8_smoothing);
+  const auto fp32 = LoadOrDie(args.model_dir, "fp32", args);
+  const auto int8 = LoadOrDie(args.model_dir, "int8", args);
   std::vector<quality::ImageStats> rows;
   for (const std::string& path : args.images) {
     std::ifstream in(path, std::ios::binary);

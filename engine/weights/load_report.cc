@@ -23,6 +23,7 @@ QuantizationSummary LoadReport::Summary() const {
     if (!l.smoothing.source.empty()) {  // a site the method looked at, smoothed or not
       const SmoothingStats& sm = l.smoothing;
       if (sm.applied) ++s.smoothed_layers;
+      s.shifted_channels += sm.shifted_channels + sm.shifted_keys + sm.shifted_values;
       if (sm.input_spread_before > s.input_spread_before) {
         s.input_spread_before = sm.input_spread_before;
         s.smoothing_worst_layer = l.name;
@@ -85,19 +86,23 @@ void LoadReport::WriteJson(const std::string& path) const {
     const SmoothingStats& sm = l.smoothing;
     if (!sm.source.empty()) {
       // Estimated per-channel activation range, max/median, before and after the
-      // method's folded scales (docs/quantization.md, "Outlier channels"); applied false:
-      // the site was left as it is (no channel's scale 2x from the median).
+      // method's folded shifts and scales (docs/quantization.md, "Outlier channels");
+      // applied false: the site was left as it is (no channel's scale 2x from the median,
+      // no constant above its channel's half-width).
       Json smoothing = {{"source", sm.source}, {"applied", sm.applied},
                         {"input_spread_before", num(sm.input_spread_before)},
                         {"input_spread_after", num(sm.input_spread_after)},
-                        {"scale_min", num(sm.scale_min)}, {"scale_max", num(sm.scale_max)}};
+                        {"scale_min", num(sm.scale_min)}, {"scale_max", num(sm.scale_max)},
+                        {"shifted_channels", sm.shifted_channels}};
       if (sm.value_spread_before > 0) {
         smoothing["value_spread_before"] = num(sm.value_spread_before);
         smoothing["value_spread_after"] = num(sm.value_spread_after);
+        smoothing["shifted_values"] = sm.shifted_values;
       }
       if (sm.key_spread_before > 0) {
         smoothing["key_spread_before"] = num(sm.key_spread_before);
         smoothing["key_spread_after"] = num(sm.key_spread_after);
+        smoothing["shifted_keys"] = sm.shifted_keys;
       }
       layer["smoothing"] = smoothing;
     }

@@ -47,6 +47,23 @@ at::Tensor Floored(const at::Tensor& x, double rel = 1e-6) {
   return x.clamp_min(floor);
 }
 
+// The constants m of the channels they dominate (|m_j| >= h_j, their half-width), zeros
+// elsewhere; undefined when there is none (OS+-style shift: m_j moves into the next bias).
+at::Tensor OffsetShift(const at::Tensor& center, const at::Tensor& half) {
+  const at::Tensor shift = center.abs().ge(half).logical_and(center.ne(0));
+  if (!shift.any().item<bool>()) return at::Tensor();
+  return at::where(shift, center, at::zeros_like(center));
+}
+
+// Range h + |m - shift| of channels with half-width h and center m, after `shift` (if any).
+at::Tensor ShiftedRange(const at::Tensor& half, const at::Tensor& center, const at::Tensor& shift) {
+  return half + (shift.defined() ? center - shift : center).abs();
+}
+
+int Count(const at::Tensor& shift) {
+  return shift.defined() ? static_cast<int>(shift.ne(0).sum().item<int64_t>()) : 0;
+}
+
 // sqrt(a / w), normalised to geometric mean 1.
 at::Tensor BalanceScales(const at::Tensor& a, const at::Tensor& w) {
   at::Tensor s = (Floored(a) / Floored(w)).sqrt();
@@ -57,6 +74,7 @@ at::Tensor BalanceScales(const at::Tensor& a, const at::Tensor& w) {
 
 at::Tensor ApplyScaling(const at::Tensor& t, const TensorScaling& scaling) {
   at::Tensor out = t.to(at::kFloat, false, /*copy=*/true);
+  if (scaling.add.defined()) out.add_(scaling.add.to(t.device()));
   if (scaling.rows.defined()) {
     out.mul_(t.dim() == 1 ? scaling.rows.to(t.device()) : scaling.rows.to(t.device()).unsqueeze(1));
   }
@@ -68,7 +86,7 @@ absl::StatusOr<quant::Int8Matrix> QuantizeScaled(const at::Tensor& src, const Te
                                                  std::string_view name, quant::QuantStats* stats) {
   const int64_t out = src.size(0), in = src.size(1);
   if ((scaling.rows.defined() && scaling.rows.numel() != out) ||
-      (scaling.cols.defined() && scaling.cols.numel() != in)) {
+      (scaling.cols.defined() && scaling.cols.numel() != in) || scaling.add.defined()) {
     return absl::InvalidArgumentError(absl::StrCat("quantize ", std::string(name), ": smoothing scales do not fit"));
   }
   quant::Int8Matrix m{at::empty({out, in}, at::kChar), at::empty({out}, at::kFloat)};
@@ -110,10 +128,10 @@ absl::StatusOr<const TensorScaling*> SmoothingPlan::For(const std::string& name)
     const size_t dot = name.find('.', std::strlen(prefix));
     if (dot != std::string::npos) group = name.substr(0, dot);
   }
-  if (absl::StartsWith(name, "model.vision.post_ln.") || name == "model.vision.proj_mlp.fc1.weight") {
+  if (absl::StartsWith(name, "model.vision.post_ln.") || absl::StartsWith(name, "model.vision.proj_mlp.fc1.")) {
     group = "model.vision.post_ln";
   }
-  if (absl::StartsWith(name, "model.text.post_ln.") || name == "model.text.lm_head.weight") {
+  if (absl::StartsWith(name, "model.text.post_ln.") || absl::StartsWith(name, "model.text.lm_head.")) {
     group = "model.text.post_ln";
   }
   if (group.empty()) return nullptr;
@@ -138,10 +156,10 @@ const SmoothingStats* SmoothingPlan::StatsFor(const std::string& label) const {
 }
 
 absl::Status SmoothingPlan::Compute(const std::string& group) {
-  if (group == "model.vision.post_ln") {
-    return ComputePostLn(group, "model.vision.proj_mlp.fc1", /*doubled=*/true);
-  }
-  if (group == "model.text.post_ln") return ComputePostLn(group, "model.text.lm_head", false);
+  // vision proj_mlp.fc1 reads cat(global, pooled local), both post_ln outputs (the pooling
+  // and stitching are per channel and affine, so they commute with the shifts and scales).
+  if (group == "model.vision.post_ln") return ComputeLayerNorm(group, {"model.vision.proj_mlp.fc1"}, 2).status();
+  if (group == "model.text.post_ln") return ComputeLayerNorm(group, {"model.text.lm_head"}, 1).status();
   return ComputeBlock(group, absl::StartsWith(group, "model.text."));
 }
 
@@ -178,13 +196,13 @@ struct Source {
         return absl::InvalidArgumentError(absl::StrCat(name, ": dtype must be fp16/bf16/fp32"));
     }
   }
-  // Range of y = W (gamma ⊙ x̂ + beta) + b over a normalised x̂ of `c` sigmas, for rows
-  // [r0, r1) of W: c·||W[i, :] ⊙ gamma|| + |W[i, :]·beta + b[i]|, sums in fp64 (in SIMD
+  // Rows [r0, r1) of y = W (gamma ⊙ x̂ + beta) + b over a normalised x̂ of `c` sigmas:
+  // {half-width c·||W[i, :] ⊙ gamma||, center W[i, :]·beta + b[i]}, sums in fp64 (in SIMD
   // lanes, then added: a fixed order for a given build), one parallel pass. `b` holds
   // those rows' biases.
-  absl::StatusOr<at::Tensor> RowRange(const std::string& name, int64_t r0, int64_t r1,
-                                      const at::Tensor& gamma, const at::Tensor& beta,
-                                      const at::Tensor& b, double c) const {
+  absl::StatusOr<std::pair<at::Tensor, at::Tensor>> RowStats(const std::string& name, int64_t r0, int64_t r1,
+                                                             const at::Tensor& gamma, const at::Tensor& beta,
+                                                             const at::Tensor& b, double c) const {
     auto t = Matrix(name);
     if (!t.ok()) return t.status();
     const int64_t in = t->size(1);
@@ -193,8 +211,8 @@ struct Source {
     }
     const at::Tensor g = gamma.contiguous(), be = beta.contiguous(), bias = b.contiguous();
     const float *gp = g.data_ptr<float>(), *bp = be.data_ptr<float>(), *bias_p = bias.data_ptr<float>();
-    at::Tensor range = at::empty({r1 - r0}, at::kFloat);
-    float* out = range.data_ptr<float>();
+    at::Tensor half = at::empty({r1 - r0}, at::kFloat), center = at::empty({r1 - r0}, at::kFloat);
+    float *half_p = half.data_ptr<float>(), *center_p = center.data_ptr<float>();
     ForRowBlocks(*t, r0, r1, [&](int64_t b0, int64_t b1, const float* rows) {
       for (int64_t r = b0; r < b1; ++r) {
         const float* w = rows + (r - b0) * in;
@@ -205,10 +223,25 @@ struct Source {
           norm2 += wg * wg;
           dot += static_cast<double>(w[j]) * bp[j];
         }
-        out[r - r0] = static_cast<float>(std::sqrt(norm2) * c + std::fabs(dot + bias_p[r - r0]));
+        half_p[r - r0] = static_cast<float>(std::sqrt(norm2) * c);
+        center_p[r - r0] = static_cast<float>(dot + bias_p[r - r0]);
       }
     });
-    return range;
+    return std::make_pair(half, center);
+  }
+  // W[:, j] · shift[j] summed over the shifted channels (shift[j] != 0), each of the
+  // `copies` input blocks of shift's width reading the same shift; fp64 sums. The constant
+  // a shift moves into W's bias. Reads only those columns.
+  absl::StatusOr<at::Tensor> TimesShift(const std::string& name, const at::Tensor& shift, int copies) const {
+    auto t = Matrix(name);
+    if (!t.ok()) return t.status();
+    const int64_t d = shift.numel();
+    if (t->size(1) != copies * d) return absl::InvalidArgumentError(absl::StrCat(name, ": width mismatch"));
+    const at::Tensor idx = shift.nonzero().flatten();
+    std::vector<at::Tensor> cols;
+    for (int i = 0; i < copies; ++i) cols.push_back(idx + i * d);
+    const at::Tensor w = t->index_select(1, at::cat(cols)).to(at::kDouble);
+    return w.matmul(shift.index_select(0, idx).to(at::kDouble).repeat({copies})).to(at::kFloat);
   }
 
  private:
@@ -266,119 +299,128 @@ struct Source {
   if (!lhs##_or.ok()) return lhs##_or.status(); \
   at::Tensor lhs = std::move(*lhs##_or)
 
+absl::StatusOr<std::pair<at::Tensor, at::Tensor>> SmoothingPlan::ComputeLayerNorm(
+    const std::string& ln, const std::vector<std::string>& linears, int copies) {
+  const Source src{file_};
+  SM_ASSIGN(gamma, src.Fp32(ln + ".weight"));
+  SM_ASSIGN(beta, src.Fp32(ln + ".bias"));
+  const int64_t d = gamma.numel();
+  const at::Tensor half = gamma.abs() * options_.sigmas;
+  const at::Tensor shift = OffsetShift(beta, half);
+  const at::Tensor before = ShiftedRange(half, beta, at::Tensor());
+  const at::Tensor after = ShiftedRange(half, beta, shift);
+  at::Tensor w = at::zeros_like(half);
+  for (const std::string& lin : linears) {
+    SM_ASSIGN(m, src.ColAbsMax(lin + ".weight"));
+    if (m.numel() != copies * d) return absl::InvalidArgumentError(absl::StrCat(lin, ": width mismatch"));
+    for (int i = 0; i < copies; ++i) w = at::maximum(w, m.slice(0, i * d, (i + 1) * d));
+  }
+  const at::Tensor s = Gate(BalanceScales(after, w));
+  for (const std::string& lin : linears) RecordInput(lin, ln, before, after, s, shift);
+  if (shift.defined()) {
+    AddTo(ln + ".bias", -shift);
+    for (const std::string& lin : linears) {
+      SM_ASSIGN(moved, src.TimesShift(lin + ".weight", shift, copies));
+      AddTo(lin + ".bias", moved);
+    }
+  }
+  if (s.defined()) {
+    scalings_[ln + ".weight"].rows = s.reciprocal();
+    scalings_[ln + ".bias"].rows = s.reciprocal();
+    for (const std::string& lin : linears) scalings_[lin + ".weight"].cols = s.repeat({copies});
+  }
+  return std::make_pair(gamma, beta);
+}
+
 absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
   const Source src{file_};
   const double c = options_.sigmas;
-  // LayerNorm -> linears: returns the LN's (gamma, beta) as in the file.
-  auto ln_group = [&](const std::string& ln, const std::vector<std::string>& linears)
-      -> absl::StatusOr<std::pair<at::Tensor, at::Tensor>> {
-    SM_ASSIGN(gamma, src.Fp32(ln + ".weight"));
-    SM_ASSIGN(beta, src.Fp32(ln + ".bias"));
-    const at::Tensor a = gamma.abs() * c + beta.abs();
-    at::Tensor w = at::zeros_like(a);
-    for (const std::string& lin : linears) {
-      SM_ASSIGN(m, src.ColAbsMax(lin + ".weight"));
-      if (m.numel() != w.numel()) return absl::InvalidArgumentError(absl::StrCat(lin, ": width mismatch"));
-      w = at::maximum(w, m);
-    }
-    const at::Tensor s = Gate(BalanceScales(a, w));
-    for (const std::string& lin : linears) RecordInput(lin, ln, a, s);
-    if (!s.defined()) return std::make_pair(gamma, beta);
-    scalings_[ln + ".weight"].rows = s.reciprocal();
-    scalings_[ln + ".bias"].rows = s.reciprocal();
-    for (const std::string& lin : linears) scalings_[lin + ".weight"].cols = s;
-    return std::make_pair(gamma, beta);
-  };
   const std::string qkv = prefix + ".attn.qkv", proj = prefix + ".attn.proj";
   const std::string fc1 = prefix + ".mlp.fc1";
-  std::pair<at::Tensor, at::Tensor> ln;  // the LN feeding qkv
-  if (text) {
-    auto r = ln_group(prefix + ".ln", {qkv, fc1});
-    if (!r.ok()) return r.status();
-    ln = *r;
-  } else {
-    auto r = ln_group(prefix + ".ln1", {qkv});
-    if (!r.ok()) return r.status();
-    ln = *r;
-    auto r2 = ln_group(prefix + ".ln2", {fc1});
-    if (!r2.ok()) return r2.status();
+  // The LN feeding qkv (gamma, beta as in the file).
+  auto ln = ComputeLayerNorm(prefix + (text ? ".ln" : ".ln1"), text ? std::vector<std::string>{qkv, fc1}
+                                                                      : std::vector<std::string>{qkv}, 1);
+  if (!ln.ok()) return ln.status();
+  if (!text) {
+    auto ln2 = ComputeLayerNorm(prefix + ".ln2", {fc1}, 1);
+    if (!ln2.ok()) return ln2.status();
   }
-  const at::Tensor& gamma = ln.first;
-  const at::Tensor& beta = ln.second;
+  const at::Tensor& gamma = ln->first;
+  const at::Tensor& beta = ln->second;
   const int64_t d = gamma.numel();
 
   // Values -> out-projection.
   SM_ASSIGN(bias, src.Fp32(qkv + ".bias"));
   if (bias.numel() != 3 * d) return absl::InvalidArgumentError(absl::StrCat(qkv, ": expected 3*", d, " rows"));
-  // Value (and, for text, query and key) rows' ranges, in one pass over the rows needed.
+  // Value (and, for text, query and key) rows' half-widths and centers, in one pass over the
+  // rows needed.
   const int64_t first = text ? 0 : 2 * d;
-  SM_ASSIGN(ranges, src.RowRange(qkv + ".weight", first, 3 * d, gamma, beta, bias.slice(0, first, 3 * d), c));
-  const at::Tensor rv = ranges.slice(0, 2 * d - first, 3 * d - first);
+  auto rows_or = src.RowStats(qkv + ".weight", first, 3 * d, gamma, beta, bias.slice(0, first, 3 * d), c);
+  if (!rows_or.ok()) return rows_or.status();
+  const at::Tensor& half = rows_or->first;
+  const at::Tensor& center = rows_or->second;
+  auto part = [&](const at::Tensor& t, int64_t i) { return t.slice(0, i * d - first, (i + 1) * d - first); };
+  const at::Tensor sv_shift = OffsetShift(part(center, 2), part(half, 2));
+  const at::Tensor rv_before = ShiftedRange(part(half, 2), part(center, 2), at::Tensor());
+  const at::Tensor rv = ShiftedRange(part(half, 2), part(center, 2), sv_shift);
   SM_ASSIGN(wproj, src.ColAbsMax(proj + ".weight"));
   if (wproj.numel() != d) return absl::InvalidArgumentError(absl::StrCat(proj, ": width mismatch"));
   const at::Tensor sv = Gate(BalanceScales(rv, wproj));
   at::Tensor rows = at::ones({3 * d}, at::kFloat);
+  at::Tensor qkv_shift = at::zeros({3 * d}, at::kFloat);
   bool rows_changed = sv.defined();
   if (sv.defined()) {
     rows.slice(0, 2 * d, 3 * d).copy_(sv.reciprocal());
     scalings_[proj + ".weight"].cols = sv;
   }
-  RecordInput(proj, prefix + ".attn.v", rv, sv);
+  if (sv_shift.defined()) {
+    qkv_shift.slice(0, 2 * d, 3 * d).copy_(sv_shift);
+    SM_ASSIGN(moved, src.TimesShift(proj + ".weight", sv_shift, 1));
+    AddTo(proj + ".bias", moved);
+  }
+  RecordInput(proj, prefix + ".attn.v", rv_before, rv, sv, sv_shift);
   SmoothingStats& qst = stats_[Label(qkv)];
   const int64_t heads = text && options_.text_heads > 0 ? options_.text_heads : 1;
-  qst.value_spread_before = HeadSpread(rv, heads);
-  qst.value_spread_after = sv.defined() ? HeadSpread(rv / sv, heads) : qst.value_spread_before;
+  qst.value_spread_before = HeadSpread(rv_before, heads);
+  qst.value_spread_after = HeadSpread(sv.defined() ? rv / sv : rv, heads);
+  qst.shifted_values = Count(sv_shift);
 
-  // Keys <-> queries (text: the int8 KV cache), per rotary pair.
+  // Keys <-> queries (text: the int8 KV cache), per rotary pair; keys shifted outside the
+  // rotary dims.
   if (text && options_.text_heads > 0 && d % options_.text_heads == 0) {
-    const at::Tensor rq = ranges.slice(0, 0, d), rk = ranges.slice(0, d, 2 * d);
-    const int64_t hd = d / heads, rot = hd / 2, half = rot / 2;  // rot_dim = dim / (2 heads)
+    const int64_t hd = d / heads, rot = hd / 2, half_rot = rot / 2;  // rot_dim = dim / (2 heads)
     // Pair partner of each channel within its head (itself outside the rotary dims).
     std::vector<int64_t> partner(d);
+    std::vector<float> pass_through(d);
     for (int64_t j = 0; j < d; ++j) {
       const int64_t h = j / hd, i = j % hd;
-      partner[j] = i >= rot ? j : h * hd + (i < half ? i + half : i - half);
+      partner[j] = i >= rot ? j : h * hd + (i < half_rot ? i + half_rot : i - half_rot);
+      pass_through[j] = i >= rot ? 1.0f : 0.0f;
     }
+    const at::Tensor ck = part(center, 1), hk = part(half, 1);
+    const at::Tensor sk_shift = OffsetShift(ck * at::tensor(pass_through), hk);
+    const at::Tensor rq = ShiftedRange(part(half, 0), part(center, 0), at::Tensor());
+    const at::Tensor rk_before = ShiftedRange(hk, ck, at::Tensor());
+    const at::Tensor rk = ShiftedRange(hk, ck, sk_shift);
     const at::Tensor idx = at::tensor(partner, at::kLong);
     const at::Tensor pk = at::maximum(rk, rk.index_select(0, idx));
     const at::Tensor pq = at::maximum(rq, rq.index_select(0, idx));
     const at::Tensor sk = Gate((Floored(pk) / Floored(pq)).sqrt());
-    qst.key_spread_before = HeadSpread(rk, heads);
-    qst.key_spread_after = qst.key_spread_before;
+    qst.key_spread_before = HeadSpread(rk_before, heads);
+    qst.key_spread_after = HeadSpread(sk.defined() ? rk / sk : rk, heads);
+    qst.shifted_keys = Count(sk_shift);
     if (sk.defined()) {
       rows.slice(0, 0, d).copy_(sk);
       rows.slice(0, d, 2 * d).copy_(sk.reciprocal());
-      qst.key_spread_after = HeadSpread(rk / sk, heads);
       rows_changed = true;
     }
+    if (sk_shift.defined()) qkv_shift.slice(0, d, 2 * d).copy_(sk_shift);
   }
+  if (qst.shifted_values + qst.shifted_keys > 0) AddTo(qkv + ".bias", -qkv_shift);
   if (rows_changed) {
     scalings_[qkv + ".weight"].rows = rows;
     scalings_[qkv + ".bias"].rows = rows;
   }
-  return absl::OkStatus();
-}
-
-absl::Status SmoothingPlan::ComputePostLn(const std::string& ln, const std::string& linear,
-                                          bool doubled) {
-  const Source src{file_};
-  SM_ASSIGN(gamma, src.Fp32(ln + ".weight"));
-  SM_ASSIGN(beta, src.Fp32(ln + ".bias"));
-  const int64_t d = gamma.numel();
-  const at::Tensor a = gamma.abs() * options_.sigmas + beta.abs();
-  SM_ASSIGN(m, src.ColAbsMax(linear + ".weight"));
-  if (m.numel() != (doubled ? 2 : 1) * d) {
-    return absl::InvalidArgumentError(absl::StrCat(linear, ": width mismatch"));
-  }
-  // vision proj_mlp.fc1 reads cat(global, pooled local), both post_ln outputs (the pooling
-  // and stitching are per channel and linear, so they commute with the scales).
-  const at::Tensor w = doubled ? at::maximum(m.slice(0, 0, d), m.slice(0, d, 2 * d)) : m;
-  const at::Tensor s = Gate(BalanceScales(a, w));
-  RecordInput(linear, ln, a, s);
-  if (!s.defined()) return absl::OkStatus();
-  scalings_[ln + ".weight"].rows = s.reciprocal();
-  scalings_[ln + ".bias"].rows = s.reciprocal();
-  scalings_[linear + ".weight"].cols = doubled ? at::cat({s, s}) : s;
   return absl::OkStatus();
 }
 
@@ -390,15 +432,21 @@ at::Tensor SmoothingPlan::Gate(const at::Tensor& s) const {
   return at::where(outlier, rel, at::ones_like(rel));
 }
 
-void SmoothingPlan::RecordInput(const std::string& linear, const std::string& source,
-                                           const at::Tensor& range, const at::Tensor& s) {
+void SmoothingPlan::AddTo(const std::string& name, const at::Tensor& add) {
+  at::Tensor& a = scalings_[name].add;
+  a = a.defined() ? a + add : add.clone();
+}
+
+void SmoothingPlan::RecordInput(const std::string& linear, const std::string& source, const at::Tensor& before,
+                                const at::Tensor& after, const at::Tensor& s, const at::Tensor& shift) {
   SmoothingStats& st = stats_[Label(linear)];
-  st.applied = s.defined();
+  st.applied = s.defined() || shift.defined();
   st.source = Label(source);
-  st.input_spread_before = Spread(range);
-  st.input_spread_after = st.applied ? Spread(range / s) : st.input_spread_before;
-  st.scale_min = st.applied ? s.min().item<double>() : 1.0;
-  st.scale_max = st.applied ? s.max().item<double>() : 1.0;
+  st.input_spread_before = Spread(before);
+  st.input_spread_after = Spread(s.defined() ? after / s : after);
+  st.scale_min = s.defined() ? s.min().item<double>() : 1.0;
+  st.scale_max = s.defined() ? s.max().item<double>() : 1.0;
+  st.shifted_channels = Count(shift);
 }
 
 }  // namespace moondream

@@ -1,31 +1,40 @@
 // Calibration-free INT8 smoothing at load (issue 12; docs/quantization.md, "Outlier
-// channels"): function-preserving per-channel rescalings folded into the weights before
-// they are quantized, so that activation outlier channels (a LayerNorm gain, attention
-// value or key rows that are tens to hundreds of times larger than the rest) do not crush
-// the per-token INT8 activations or the int8 KV cache rows. Nothing runs per token.
+// channels"): function-preserving per-channel shifts and rescalings folded into the weights
+// before they are quantized, so that activation outlier channels (a LayerNorm gain or
+// bias, attention value or key rows, tens to hundreds of times larger than the rest, or a
+// channel that carries a large constant) do not crush the per-token INT8 activations or the
+// int8 KV cache rows. Nothing runs per token.
 //
-// Sites (every scale derived from the checkpoint's own weights and norms):
-//  - LayerNorm -> the linears it feeds (vision ln1 -> attn.qkv, ln2 -> mlp.fc1; text ln ->
-//    attn.qkv and mlp.fc1; vision post_ln -> proj_mlp.fc1 (both halves of its input); text
-//    post_ln -> lm_head): SmoothQuant with alpha = 1/2, s_j = sqrt(a_j / w_j), a_j =
-//    c·|gamma_j| + |beta_j| (the LN output's range for a normalised input of c sigmas),
-//    w_j = max over the fed linears of max_i |W[i, j]|; gamma, beta /= s, W[:, j] *= s.
-//  - attention values -> attn.proj: s_j = sqrt(r_v_j / max_i |W_proj[i, j]|) with r_v_j the
-//    value channel's range estimated through the LN (c·||W_v[j,:]·gamma|| + |W_v[j,:]·beta
-//    + b_v[j]|); W_v rows and b_v /= s, W_proj[:, j] *= s. Also evens out the int8 KV
-//    cache's value rows.
-//  - keys <-> queries (text only: the vision tower's attention runs in fp32, so only the
-//    int8 KV cache, i.e. the text keys, sees them): s = sqrt(r_k / r_q) per channel, equal
-//    for a rotary pair (j, j + rot/2); K rows /= s, Q rows *= s; q·k is unchanged.
+// Every channel's activation is estimated from the checkpoint's own weights and norms as a
+// center m_j (its value for a zero normalised input) and a half-width h_j (c sigmas of it):
+// an LN output has m = beta, h = c·|gamma|; a value or key channel y = W_j·(gamma ⊙ x̂ +
+// beta) + b_j has m = W_j·beta + b_j, h = c·||W_j ⊙ gamma||. Two folds, per site:
+//  - Shift (a constant offset; OS+-style): a channel with |m_j| >= h_j (its constant at
+//    least doubles its range) has m_j moved out of the quantized activation into the next
+//    linear's bias: LN beta -= m, fed linear's bias += W[:, j]·m; value bias -= m,
+//    attn.proj's bias += W_proj[:, j]·m (attention weights sum to 1); key bias -= m outside
+//    the rotary dims (softmax ignores a constant per query), text only.
+//  - Scale (SmoothQuant, alpha = 1/2) on the range a_j = h_j + |m_j - shift_j|:
+//    - LayerNorm -> the linears it feeds (vision ln1 -> attn.qkv, ln2 -> mlp.fc1; text ln
+//      -> attn.qkv and mlp.fc1; vision post_ln -> proj_mlp.fc1 (both halves of its input);
+//      text post_ln -> lm_head): s_j = sqrt(a_j / w_j), w_j = max over the fed linears of
+//      max_i |W[i, j]|; gamma, beta /= s, W[:, j] *= s.
+//    - attention values -> attn.proj: s_j = sqrt(a_v_j / max_i |W_proj[i, j]|); W_v rows
+//      and b_v /= s, W_proj[:, j] *= s. Also evens out the int8 KV cache's value rows.
+//    - keys <-> queries (text only: the vision tower's attention runs in fp32, so only the
+//      int8 KV cache, i.e. the text keys, sees them): s = sqrt(a_k / a_q) per channel,
+//      equal for a rotary pair (j, j + rot/2); K rows /= s, Q rows *= s; q·k is unchanged.
 // Only outlier channels are folded: a channel whose scale lies within a factor
-// SmoothingOptions::min_scale_ratio of its site's median keeps scale 1, and a site without
-// an outlier is left as it is. Folding the ordinary channels too (plain SmoothQuant) only
-// reshuffled their rounding: on the unstressed full-size checkpoint the scales span
-// 1.4-1.6x and folding them moved INT8-vs-FP32 by noise, and on the full-size key x100
-// stress it raised the mean KL 5.2e-3 -> 6.8e-3.
+// SmoothingOptions::min_scale_ratio of its site's median keeps scale 1, a channel whose
+// constant is below its half-width is not shifted, and a site without either is left as
+// it is. Folding the ordinary channels too (plain SmoothQuant) only reshuffled their
+// rounding: on the unstressed full-size checkpoint the scales span 1.4-1.6x and folding
+// them moved INT8-vs-FP32 by noise, and on the full-size key x100 stress it raised the
+// mean KL 5.2e-3 -> 6.8e-3.
 // Each group of a block is computed the first time one of its tensors is requested, from
-// the mmap'd source tensors: column maxima straight from the stored bits, row ranges from
-// 256 KB fp32 blocks, one parallel pass each (docs/quantization.md, "Cost at load").
+// the mmap'd source tensors: column maxima straight from the stored bits, row statistics
+// from 256 KB fp32 blocks, one parallel pass each (docs/quantization.md, "Cost at load");
+// a shift also reads the shifted columns of the fed linears.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +42,8 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -50,24 +61,27 @@ struct SmoothingOptions {
   double min_scale_ratio = 2.0;
 };
 
-// Multipliers for one tensor: rows [out] (or the elements of a 1-D tensor), cols [in].
-// Either may be undefined (= ones). fp32 on the CPU.
+// What the method does to one tensor: new = (old + add) ⊙ rows ⊙ cols, with rows [out] (or
+// the elements of a 1-D tensor), cols [in] and add (1-D tensors only: the shifted
+// constants). Any may be undefined (= ones, zeros). fp32 on the CPU.
 struct TensorScaling {
-  at::Tensor rows, cols;
+  at::Tensor rows, cols, add;
 };
 
 // What the method did to one linear's input (and, for attn.qkv, its K and V outputs);
 // applied = false with the spreads (before = after) when the site was left as it is.
-// spread = max_j / median_j of the estimated per-channel activation range: 1-3 on a
-// checkpoint without outliers, ~K·(that) with a K-fold outlier channel.
+// spread = max_j / median_j of the estimated per-channel activation range (h_j + |m_j|):
+// 1-3 on a checkpoint without outliers, ~K·(that) with a K-fold outlier channel.
 struct SmoothingStats {
   bool applied = false;
   std::string source;                    // e.g. "text.blocks.0.ln", "text.blocks.0.attn.v"
   double input_spread_before = 0, input_spread_after = 0;
   double scale_min = 1, scale_max = 1;   // of the input-channel scales s
+  int shifted_channels = 0;              // input channels whose constant moved into the bias
   // attn.qkv only: worst head's key / value channel spread (the int8 KV cache rows).
   double key_spread_before = 0, key_spread_after = 0;
   double value_spread_before = 0, value_spread_after = 0;
+  int shifted_keys = 0, shifted_values = 0;  // K / V channels whose constant left the cache
 };
 
 // QuantizePerChannel(src ⊙ rows[:, None] ⊙ cols[None, :]) a chunk of rows at a time (a few
@@ -91,14 +105,21 @@ class SmoothingPlan {
  private:
   absl::Status Compute(const std::string& group);
   absl::Status ComputeBlock(const std::string& prefix, bool text);
-  absl::Status ComputePostLn(const std::string& ln, const std::string& linear, bool doubled);
+  // LayerNorm `ln` -> `linears`, each reading `copies` concatenated copies of its output;
+  // returns the LN's (gamma, beta) as in the file.
+  absl::StatusOr<std::pair<at::Tensor, at::Tensor>> ComputeLayerNorm(const std::string& ln,
+                                                                     const std::vector<std::string>& linears,
+                                                                     int copies);
   // The site's scales relative to their median, with every channel within min_scale_ratio
   // of it set to 1; undefined when no channel is outside (the site is left alone).
   at::Tensor Gate(const at::Tensor& s) const;
-  // Records `linear`'s input from `source`: channel ranges `range` before, divided by the
-  // scales `s` after (applied), or unchanged when `s` is undefined.
-  void RecordInput(const std::string& linear, const std::string& source,
-                   const at::Tensor& range, const at::Tensor& s);
+  // Adds `add` to the 1-D tensor `name`'s TensorScaling::add.
+  void AddTo(const std::string& name, const at::Tensor& add);
+  // Records `linear`'s input from `source`: channel ranges `before`, and `after` (once
+  // shifted) divided by the scales `s`; `shift` the shifted constants. Undefined `s` /
+  // `shift`: no such fold.
+  void RecordInput(const std::string& linear, const std::string& source, const at::Tensor& before,
+                   const at::Tensor& after, const at::Tensor& s, const at::Tensor& shift);
 
   const SafetensorsFile* file_;
   SmoothingOptions options_;

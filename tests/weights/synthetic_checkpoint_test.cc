@@ -3,6 +3,9 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -62,6 +65,46 @@ TEST(SyntheticCheckpoint, ExplicitDimsGiveConsistentConfigAndFile) {
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_TRUE(CheckShapes(*config, **file).ok()) << CheckShapes(*config, **file);
   EXPECT_EQ((*file)->tensors().size(), ExpectedTensors(*config).size());
+}
+
+// The offset stresses (issue 12) rewrite biases only: the LayerNorm's and its fed
+// linears' (lnb), the value and out-projection biases (vb), the key biases (kb); every
+// other tensor keeps public-a's bits.
+TEST(SyntheticCheckpoint, OffsetSitesRewriteOnlyTheirBiases) {
+  auto fixture = SafetensorsFile::Open(FixtureCkpt("public-a") + "/model.safetensors");
+  ASSERT_TRUE(fixture.ok());
+  const std::pair<const char*, std::vector<std::string>> cases[] = {
+      {"lnb:100", {"ln.bias", "ln1.bias", "ln2.bias", "post_ln.bias", "attn.qkv.bias", "mlp.fc1.bias",
+                   "proj_mlp.fc1.bias", "lm_head.bias"}},
+      {"vb:100", {"attn.qkv.bias", "attn.proj.bias"}},
+      {"kb:100", {"attn.qkv.bias"}},
+  };
+  for (const auto& [spec, allowed] : cases) {
+    SCOPED_TRACE(spec);
+    TempDir dir;
+    ASSERT_EQ(RunTool(std::string("--size tiny --eos-bias 9.5 --outliers ") + spec + " --out " + dir.Path()), 0);
+    auto file = SafetensorsFile::Open(dir.Path("model.safetensors"));
+    ASSERT_TRUE(file.ok()) << file.status();
+    int changed = 0;
+    for (const TensorView& t : (*fixture)->tensors()) {
+      const TensorView* mine = (*file)->Find(t.name);
+      ASSERT_NE(mine, nullptr) << t.name;
+      ASSERT_EQ(mine->nbytes, t.nbytes) << t.name;
+      if (std::memcmp(mine->data, t.data, t.nbytes) == 0) continue;
+      ++changed;
+      bool ok = false;
+      for (const std::string& suffix : allowed) {
+        ok = ok || (t.name.size() > suffix.size() && t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0);
+      }
+      EXPECT_TRUE(ok) << t.name << " changed";
+    }
+    EXPECT_GT(changed, 0);
+  }
+}
+
+TEST(SyntheticCheckpoint, RejectsUnknownOutlierSite) {
+  TempDir dir;
+  EXPECT_NE(RunTool("--outliers zz:100 --out " + dir.Path() + " 2>/dev/null"), 0);
 }
 
 TEST(SyntheticCheckpoint, RejectsUnknownDim) {

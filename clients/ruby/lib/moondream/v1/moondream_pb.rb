@@ -139,6 +139,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :input_spread_after, :double, 11
       optional :kv_spread_before, :double, 12
       optional :kv_spread_after, :double, 13
+      optional :shifted_channels, :uint32, 14
     end
     add_message "moondream.v1.ModelInfo" do
       optional :name, :string, 1
