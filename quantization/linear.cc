@@ -1,5 +1,6 @@
 #include "quantization/linear.h"
 
+#include <exception>
 #include <utility>
 #include <vector>
 
@@ -74,6 +75,23 @@ at::Tensor GemvForward(const Linear::Impl& l, const at::Tensor& x) {
 
 }  // namespace
 
+bool EnsureBf16Matmul() {
+  static const bool onednn_turned_off = [] {
+    // Large enough for ATen to pick oneDNN (it keeps small products on its own GEMM); the
+    // failure is a dnnl::error, a std::exception but not a c10::Error.
+    const at::Tensor a = at::ones({64, 64}, at::kBFloat16);
+    try {
+      at::linear(a, a);
+      return false;
+    } catch (const std::exception&) {
+      at::globalContext().setUserEnabledMkldnn(false);
+      at::linear(a, a);  // still throwing: the caller's at::linear would too; let it say so
+      return true;
+    }
+  }();
+  return onednn_turned_off;
+}
+
 Linear Linear::Dense(at::Tensor weight, at::Tensor bias, const kernels::KernelSet* kernels) {
   TORCH_CHECK(weight.dim() == 2, "Linear::Dense: weight must be [out, in]");
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
@@ -86,6 +104,7 @@ Linear Linear::Dense(at::Tensor weight, at::Tensor bias, const kernels::KernelSe
   const at::ScalarType wt = weight.scalar_type();
   if (weight.device().is_cpu() && (wt == at::kFloat || wt == at::kBFloat16)) {
     impl->kernels = kernels != nullptr ? kernels : &kernels::DefaultKernels();
+    if (wt == at::kBFloat16) EnsureBf16Matmul();
   }
   Linear l;
   l.impl_ = std::move(impl);

@@ -63,6 +63,16 @@ enum class Activation {
 // activations quantized per token (row) to 8 bits, int32 accumulation,
 // y = acc * (a_scale * w_scale[row]) + bias, an optional fused GELU. Nothing is dequantized
 // per call. CUDA tensors: weight-only dequantization, then an fp16 matmul.
+// Makes ATen's CPU bf16 matmul usable, once per process; true when that needed oneDNN turned
+// off. LibTorch 1.13 on aarch64 hands bf16 matmuls to oneDNN whenever the CPU has FEAT_BF16
+// (Graviton 3, Apple M2 and later, Neoverse V1/N2), and Debian's arm64 oneDNN cannot build
+// that primitive ("could not create a primitive descriptor iterator"; seen under qemu's
+// `max` CPU, which has FEAT_BF16: cortex-a76, neoverse-n1 and cortex-a72 never take that
+// route). A probe matmul that throws turns oneDNN off (at::Context::setUserEnabledMkldnn),
+// so ATen runs its own bf16 GEMM there, as on CPUs without bf16. Linear::Dense calls it for
+// CPU bf16 weights.
+bool EnsureBf16Matmul();
+
 class Linear {
  public:
   Linear() = default;
@@ -70,7 +80,8 @@ class Linear {
   // run decode (x with one row: x.numel() == in) on the kernel layer's GEMV on `kernels`
   // (null: kernels::DefaultKernels()): x rounded to the weight dtype as at::linear does,
   // widened exactly to fp32, fp32 accumulation, + bias in fp32, the result rounded to the
-  // weight dtype and returned in x's dtype. Every other call is at::linear.
+  // weight dtype and returned in x's dtype. Every other call is at::linear (CPU bf16: after
+  // EnsureBf16Matmul).
   static Linear Dense(at::Tensor weight, at::Tensor bias,
                       const kernels::KernelSet* kernels = nullptr);
   // bias: fp32 [out] or undefined. CPU weights run on `kernels` (null: the process default,

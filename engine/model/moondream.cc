@@ -73,7 +73,10 @@ absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOption
          {"max_input_spread_before", q.input_spread_before},
          {"max_input_spread_after", q.input_spread_after},
          {"worst_layer", q.smoothing_worst_layer}, {"max_kv_spread_before", q.kv_spread_before},
-         {"max_kv_spread_after", q.kv_spread_after}});
+         {"max_kv_spread_after", q.kv_spread_after}, {"shifted_channels", q.shifted_channels}});
+  }
+  if (options.device == "cpu" && precision == Precision::kBF16 && quant::EnsureBf16Matmul()) {
+    Log(LogLevel::kInfo, "bf16_matmul", {{"onednn", "off"}, {"reason", "onednn_bf16_primitive_unavailable"}});
   }
   const double seconds = MsSince(start) / 1000.0;
   model->info_ = MakeInfo(options, dir, precision, report, seconds);

@@ -167,8 +167,10 @@ TEST(DenseLinear, EqualsAtLinear) {
     const at::Tensor w = at::randn({51, 33}).to(dtype);
     const at::Tensor b = at::randn({51}).to(dtype);
     const at::Tensor x = at::randn({4, 7, 33}).to(dtype);
-    EXPECT_TRUE(at::equal(Linear::Dense(w, b).Forward(x), at::linear(x, w, b)));
-    EXPECT_TRUE(at::equal(Linear::Dense(w, at::Tensor()).Forward(x), at::linear(x, w)));
+    // Each Linear first: a bf16 Dense sets up ATen's bf16 matmul (EnsureBf16Matmul).
+    const Linear with_bias = Linear::Dense(w, b), without = Linear::Dense(w, at::Tensor());
+    EXPECT_TRUE(at::equal(with_bias.Forward(x), at::linear(x, w, b)));
+    EXPECT_TRUE(at::equal(without.Forward(x), at::linear(x, w)));
   }
 }
 
