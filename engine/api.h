@@ -76,8 +76,9 @@ struct Usage {
 struct Timings {
   double queue_ms = 0;
   double image_decode_ms = 0;
-  double vision_encode_ms = 0;
-  double prefill_ms = 0;
+  double vision_encode_ms = 0;   // vision tower, stitching and projection
+  double image_prefill_ms = 0;   // the image's 730 positions through the text decoder (its KV prefix)
+  double prefill_ms = 0;         // the prompt
   double decode_ms = 0;
   double time_to_first_token_ms = 0;
   double total_ms = 0;

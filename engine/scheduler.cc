@@ -23,6 +23,7 @@ void MergeStageTimings(const Timings& from_context, Timings* result) {
   };
   take(from_context.image_decode_ms, &result->image_decode_ms);
   take(from_context.vision_encode_ms, &result->vision_encode_ms);
+  take(from_context.image_prefill_ms, &result->image_prefill_ms);
   take(from_context.prefill_ms, &result->prefill_ms);
   take(from_context.decode_ms, &result->decode_ms);
   take(from_context.time_to_first_token_ms, &result->time_to_first_token_ms);

@@ -110,7 +110,8 @@ void CallRecord::Report(const absl::Status& status, const Result* result) const 
   Log(LogLevel::kInfo, "request",
       {{"transport", transport_}, {"method", method_}, {"model", model}, {"code", code},
        {"total_ms", total_ms}, {"queue_ms", t.queue_ms}, {"image_decode_ms", t.image_decode_ms},
-       {"vision_encode_ms", t.vision_encode_ms}, {"prefill_ms", t.prefill_ms},
+       {"vision_encode_ms", t.vision_encode_ms}, {"image_prefill_ms", t.image_prefill_ms},
+       {"prefill_ms", t.prefill_ms},
        {"decode_ms", t.decode_ms}, {"ttft_ms", t.time_to_first_token_ms},
        {"prompt_tokens", result->usage.prompt_tokens},
        {"generated_tokens", result->usage.generated_tokens}});

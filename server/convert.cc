@@ -47,6 +47,7 @@ void FillTimings(const Timings& in, v1::Timings* out) {
   out->set_queue_ms(in.queue_ms);
   out->set_image_decode_ms(in.image_decode_ms);
   out->set_vision_encode_ms(in.vision_encode_ms);
+  out->set_image_prefill_ms(in.image_prefill_ms);
   out->set_prefill_ms(in.prefill_ms);
   out->set_decode_ms(in.decode_ms);
   out->set_time_to_first_token_ms(in.time_to_first_token_ms);

@@ -46,7 +46,7 @@ Metrics::Metrics()
       stage_duration_(BuildHistogram()
                           .Name("moondream_stage_duration_seconds")
                           .Help("Time per inference stage of successful requests (queue, "
-                                "image_decode, vision_encode, prefill, decode, "
+                                "image_decode, vision_encode, image_prefill, prefill, decode, "
                                 "time_to_first_token, total)")
                           .Register(*registry_)),
       generated_tokens_(BuildCounter()
@@ -249,7 +249,8 @@ void Metrics::ObserveRequest(const RequestOutcome& outcome) {
 void Metrics::ObserveStages(const RequestOutcome& outcome, const Timings& t) {
   const std::pair<const char*, double> stages[] = {
       {"queue", t.queue_ms},       {"image_decode", t.image_decode_ms},
-      {"vision_encode", t.vision_encode_ms}, {"prefill", t.prefill_ms},
+      {"vision_encode", t.vision_encode_ms}, {"image_prefill", t.image_prefill_ms},
+      {"prefill", t.prefill_ms},
       {"decode", t.decode_ms},     {"time_to_first_token", t.time_to_first_token_ms},
       {"total", t.total_ms}};
   for (const auto& [stage, ms] : stages) {

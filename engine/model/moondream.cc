@@ -134,7 +134,7 @@ absl::StatusOr<std::shared_ptr<const EncodedImage>> Moondream::Encode(
   const Clock::time_point start = Clock::now();
   MD_ASSIGN_OR_RETURN(std::shared_ptr<const MoondreamImage> image,
                       EncodeFromEmbeds(embeds, nullptr, &ctx));
-  if (ctx.timings != nullptr) ctx.timings->vision_encode_ms += MsSince(start);
+  if (ctx.timings != nullptr) ctx.timings->image_prefill_ms += MsSince(start);
   return image;
 }
 

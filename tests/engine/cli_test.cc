@@ -86,7 +86,8 @@ TEST(CliTest, CaptionOnTheTestModelPrintsJson) {
   EXPECT_EQ(out["text"].get<std::string>().rfind("a test image of 640×480 pixels", 0), 0u);
   EXPECT_FALSE(out["token_ids"].empty());
   for (const char* key :
-       {"load_ms", "image_decode_ms", "vision_encode_ms", "prefill_ms", "decode_ms", "total_ms"}) {
+       {"load_ms", "image_decode_ms", "vision_encode_ms", "image_prefill_ms", "prefill_ms", "decode_ms",
+        "total_ms"}) {
     ASSERT_TRUE(out["timings"].contains(key)) << key;
     EXPECT_GE(out["timings"][key].get<double>(), 0) << key;
   }
@@ -185,6 +186,7 @@ TEST(CliTest, CaptionTokenIdsMatchGolden) {
                       std::to_string(max_tokens), "--json"});
   EXPECT_EQ(out["token_ids"], expected["token_ids"]) << out;
   EXPECT_GT(out["timings"]["vision_encode_ms"].get<double>(), 0);
+  EXPECT_GT(out["timings"]["image_prefill_ms"].get<double>(), 0);
   EXPECT_GT(out["timings"]["load_ms"].get<double>(), 0);
 }
 }  // namespace

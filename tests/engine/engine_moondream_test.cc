@@ -84,6 +84,7 @@ TEST(EngineMoondreamTest, VariantsHandlesAndGoldenTokens) {
   EXPECT_EQ(encoded->model, "moondream2");
   EXPECT_GT(encoded->image_cached_bytes, 0u);
   EXPECT_GT(encoded->timings.vision_encode_ms, 0);
+  EXPECT_GT(encoded->timings.image_prefill_ms, 0);
 
   const nlohmann::json golden = Golden();
   Request caption = CaptionRequest("", CaptionLength::kShort);
@@ -95,6 +96,8 @@ TEST(EngineMoondreamTest, VariantsHandlesAndGoldenTokens) {
                             .get<std::vector<int32_t>>();
   EXPECT_EQ(from_handle->token_ids, expected);
   EXPECT_EQ(from_handle->timings.vision_encode_ms, 0);  // the cached encoding was used
+  EXPECT_EQ(from_handle->timings.image_prefill_ms, 0);
+  EXPECT_GT(from_handle->timings.prefill_ms, 0);  // the prompt
 
   // The KV cache of a running request shows in the stats, and is gone afterwards.
   std::atomic<uint64_t> kv_while_running{0};

@@ -114,6 +114,9 @@ def main():
         with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
             _, families = parse_metrics(resp.read().decode())
         check_dashboard(prom, families)
+        res = query(prom, 'moondream_stage_duration_seconds_count{stage="image_prefill"}')
+        staged = sorted(r["metric"]["model"] for r in res["data"]["result"] if float(r["value"][1]) > 0)
+        assert staged == ["moondream2", "moondream2-int8"], f"image_prefill stage by model: {staged}"
         print(f"dashboard: {len(dashboard_exprs())} queries resolve to exported metrics and evaluate")
     finally:
         if prom_proc:

@@ -64,6 +64,7 @@ TEST_P(EndToEnd, MatchesGoldens) {
   ASSERT_TRUE(encoded.ok()) << encoded.status();
   EXPECT_GT(timings.image_decode_ms, 0);
   EXPECT_GT(timings.vision_encode_ms, 0);
+  EXPECT_GT(timings.image_prefill_ms, 0);  // its own stage, not inside vision_encode_ms
 
   const std::string question = golden["prompts"]["question_text"];
   const std::string object = golden["prompts"]["object_text"];

@@ -98,6 +98,7 @@ json ToJson(const CliArgs& args, const Result& result, double load_ms, const Mod
                     {"queue_ms", t.queue_ms},
                     {"image_decode_ms", t.image_decode_ms},
                     {"vision_encode_ms", t.vision_encode_ms},
+                    {"image_prefill_ms", t.image_prefill_ms},
                     {"prefill_ms", t.prefill_ms},
                     {"decode_ms", t.decode_ms},
                     {"time_to_first_token_ms", t.time_to_first_token_ms},

@@ -30,6 +30,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :decode_ms, :double, 5
       optional :time_to_first_token_ms, :double, 6
       optional :total_ms, :double, 7
+      optional :image_prefill_ms, :double, 8
     end
     add_message "moondream.v1.CaptionRequest" do
       optional :model, :string, 1
