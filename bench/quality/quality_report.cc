@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "bench/quality/quality_compare.h"
 #include "engine/model/moondream.h"
 
@@ -49,8 +50,7 @@ bool Parse(int argc, char** argv, Args* args) {
       if (v != "on" && v != "off") return false;
       args->int8_smoothing = v == "on";
     } else if (flag == "--int8-skip" && has_value) {
-      std::stringstream globs(argv[++i]);
-      for (std::string glob; std::getline(globs, glob, ',');) args->int8_skip.push_back(glob);
+      args->int8_skip = absl::StrSplit(argv[++i], ',', absl::SkipEmpty());
     } else if (flag == "--threads" && has_value) {
       args->threads = std::atoi(argv[++i]);
     } else {

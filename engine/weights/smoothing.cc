@@ -47,17 +47,16 @@ at::Tensor Floored(const at::Tensor& x, double rel = 1e-6) {
   return x.clamp_min(floor);
 }
 
-// The constants m of the channels they dominate (|m_j| >= h_j, their half-width), zeros
-// elsewhere; undefined when there is none (OS+-style shift: m_j moves into the next bias).
-at::Tensor OffsetShift(const at::Tensor& center, const at::Tensor& half) {
-  const at::Tensor shift = center.abs().ge(half).logical_and(center.ne(0));
-  if (!shift.any().item<bool>()) return at::Tensor();
-  return at::where(shift, center, at::zeros_like(center));
-}
-
-// Range h + |m - shift| of channels with half-width h and center m, after `shift` (if any).
-at::Tensor ShiftedRange(const at::Tensor& half, const at::Tensor& center, const at::Tensor& shift) {
-  return half + (shift.defined() ? center - shift : center).abs();
+// The ChannelRanges of channels with half-widths `half` and centers `center`; only channels
+// where `eligible` is 1 (when given) may be shifted.
+ChannelRanges Ranges(const at::Tensor& half, const at::Tensor& center, const at::Tensor& eligible = at::Tensor()) {
+  ChannelRanges r;
+  r.before = half + center.abs();
+  const at::Tensor m = eligible.defined() ? center * eligible : center;
+  const at::Tensor dominated = m.abs().ge(half).logical_and(m.ne(0));
+  if (dominated.any().item<bool>()) r.shift = at::where(dominated, m, at::zeros_like(m));
+  r.after = r.shift.defined() ? half + (center - r.shift).abs() : r.before;
+  return r;
 }
 
 int Count(const at::Tensor& shift) {
@@ -305,22 +304,19 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> SmoothingPlan::ComputeLayerNor
   SM_ASSIGN(gamma, src.Fp32(ln + ".weight"));
   SM_ASSIGN(beta, src.Fp32(ln + ".bias"));
   const int64_t d = gamma.numel();
-  const at::Tensor half = gamma.abs() * options_.sigmas;
-  const at::Tensor shift = OffsetShift(beta, half);
-  const at::Tensor before = ShiftedRange(half, beta, at::Tensor());
-  const at::Tensor after = ShiftedRange(half, beta, shift);
-  at::Tensor w = at::zeros_like(half);
+  const ChannelRanges r = Ranges(gamma.abs() * options_.sigmas, beta);
+  at::Tensor w = at::zeros_like(gamma);
   for (const std::string& lin : linears) {
     SM_ASSIGN(m, src.ColAbsMax(lin + ".weight"));
     if (m.numel() != copies * d) return absl::InvalidArgumentError(absl::StrCat(lin, ": width mismatch"));
     for (int i = 0; i < copies; ++i) w = at::maximum(w, m.slice(0, i * d, (i + 1) * d));
   }
-  const at::Tensor s = Gate(BalanceScales(after, w));
-  for (const std::string& lin : linears) RecordInput(lin, ln, before, after, s, shift);
-  if (shift.defined()) {
-    AddTo(ln + ".bias", -shift);
+  const at::Tensor s = Gate(BalanceScales(r.after, w));
+  for (const std::string& lin : linears) RecordInput(lin, ln, r, s);
+  if (r.shift.defined()) {
+    AddTo(ln + ".bias", -r.shift);
     for (const std::string& lin : linears) {
-      SM_ASSIGN(moved, src.TimesShift(lin + ".weight", shift, copies));
+      SM_ASSIGN(moved, src.TimesShift(lin + ".weight", r.shift, copies));
       AddTo(lin + ".bias", moved);
     }
   }
@@ -360,12 +356,10 @@ absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
   const at::Tensor& half = rows_or->first;
   const at::Tensor& center = rows_or->second;
   auto part = [&](const at::Tensor& t, int64_t i) { return t.slice(0, i * d - first, (i + 1) * d - first); };
-  const at::Tensor sv_shift = OffsetShift(part(center, 2), part(half, 2));
-  const at::Tensor rv_before = ShiftedRange(part(half, 2), part(center, 2), at::Tensor());
-  const at::Tensor rv = ShiftedRange(part(half, 2), part(center, 2), sv_shift);
+  const ChannelRanges v = Ranges(part(half, 2), part(center, 2));
   SM_ASSIGN(wproj, src.ColAbsMax(proj + ".weight"));
   if (wproj.numel() != d) return absl::InvalidArgumentError(absl::StrCat(proj, ": width mismatch"));
-  const at::Tensor sv = Gate(BalanceScales(rv, wproj));
+  const at::Tensor sv = Gate(BalanceScales(v.after, wproj));
   at::Tensor rows = at::ones({3 * d}, at::kFloat);
   at::Tensor qkv_shift = at::zeros({3 * d}, at::kFloat);
   bool rows_changed = sv.defined();
@@ -373,17 +367,17 @@ absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
     rows.slice(0, 2 * d, 3 * d).copy_(sv.reciprocal());
     scalings_[proj + ".weight"].cols = sv;
   }
-  if (sv_shift.defined()) {
-    qkv_shift.slice(0, 2 * d, 3 * d).copy_(sv_shift);
-    SM_ASSIGN(moved, src.TimesShift(proj + ".weight", sv_shift, 1));
+  if (v.shift.defined()) {
+    qkv_shift.slice(0, 2 * d, 3 * d).copy_(v.shift);
+    SM_ASSIGN(moved, src.TimesShift(proj + ".weight", v.shift, 1));
     AddTo(proj + ".bias", moved);
   }
-  RecordInput(proj, prefix + ".attn.v", rv_before, rv, sv, sv_shift);
+  RecordInput(proj, prefix + ".attn.v", v, sv);
   SmoothingStats& qst = stats_[Label(qkv)];
   const int64_t heads = text && options_.text_heads > 0 ? options_.text_heads : 1;
-  qst.value_spread_before = HeadSpread(rv_before, heads);
-  qst.value_spread_after = HeadSpread(sv.defined() ? rv / sv : rv, heads);
-  qst.shifted_values = Count(sv_shift);
+  qst.value_spread_before = HeadSpread(v.before, heads);
+  qst.value_spread_after = HeadSpread(sv.defined() ? v.after / sv : v.after, heads);
+  qst.shifted_values = Count(v.shift);
 
   // Keys <-> queries (text: the int8 KV cache), per rotary pair; keys shifted outside the
   // rotary dims.
@@ -397,24 +391,21 @@ absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
       partner[j] = i >= rot ? j : h * hd + (i < half_rot ? i + half_rot : i - half_rot);
       pass_through[j] = i >= rot ? 1.0f : 0.0f;
     }
-    const at::Tensor ck = part(center, 1), hk = part(half, 1);
-    const at::Tensor sk_shift = OffsetShift(ck * at::tensor(pass_through), hk);
-    const at::Tensor rq = ShiftedRange(part(half, 0), part(center, 0), at::Tensor());
-    const at::Tensor rk_before = ShiftedRange(hk, ck, at::Tensor());
-    const at::Tensor rk = ShiftedRange(hk, ck, sk_shift);
+    const ChannelRanges k = Ranges(part(half, 1), part(center, 1), at::tensor(pass_through));
+    const at::Tensor rq = part(half, 0) + part(center, 0).abs();
     const at::Tensor idx = at::tensor(partner, at::kLong);
-    const at::Tensor pk = at::maximum(rk, rk.index_select(0, idx));
+    const at::Tensor pk = at::maximum(k.after, k.after.index_select(0, idx));
     const at::Tensor pq = at::maximum(rq, rq.index_select(0, idx));
     const at::Tensor sk = Gate((Floored(pk) / Floored(pq)).sqrt());
-    qst.key_spread_before = HeadSpread(rk_before, heads);
-    qst.key_spread_after = HeadSpread(sk.defined() ? rk / sk : rk, heads);
-    qst.shifted_keys = Count(sk_shift);
+    qst.key_spread_before = HeadSpread(k.before, heads);
+    qst.key_spread_after = HeadSpread(sk.defined() ? k.after / sk : k.after, heads);
+    qst.shifted_keys = Count(k.shift);
     if (sk.defined()) {
       rows.slice(0, 0, d).copy_(sk);
       rows.slice(0, d, 2 * d).copy_(sk.reciprocal());
       rows_changed = true;
     }
-    if (sk_shift.defined()) qkv_shift.slice(0, d, 2 * d).copy_(sk_shift);
+    if (k.shift.defined()) qkv_shift.slice(0, d, 2 * d).copy_(k.shift);
   }
   if (qst.shifted_values + qst.shifted_keys > 0) AddTo(qkv + ".bias", -qkv_shift);
   if (rows_changed) {
@@ -437,16 +428,16 @@ void SmoothingPlan::AddTo(const std::string& name, const at::Tensor& add) {
   a = a.defined() ? a + add : add.clone();
 }
 
-void SmoothingPlan::RecordInput(const std::string& linear, const std::string& source, const at::Tensor& before,
-                                const at::Tensor& after, const at::Tensor& s, const at::Tensor& shift) {
+void SmoothingPlan::RecordInput(const std::string& linear, const std::string& source, const ChannelRanges& r,
+                                const at::Tensor& s) {
   SmoothingStats& st = stats_[Label(linear)];
-  st.applied = s.defined() || shift.defined();
+  st.applied = s.defined() || r.shift.defined();
   st.source = Label(source);
-  st.input_spread_before = Spread(before);
-  st.input_spread_after = Spread(s.defined() ? after / s : after);
+  st.input_spread_before = Spread(r.before);
+  st.input_spread_after = Spread(s.defined() ? r.after / s : r.after);
   st.scale_min = s.defined() ? s.min().item<double>() : 1.0;
   st.scale_max = s.defined() ? s.max().item<double>() : 1.0;
-  st.shifted_channels = Count(shift);
+  st.shifted_channels = Count(r.shift);
 }
 
 }  // namespace moondream

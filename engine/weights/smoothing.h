@@ -91,6 +91,14 @@ absl::StatusOr<quant::Int8Matrix> QuantizeScaled(const at::Tensor& src, const Te
 // A copy of `t` with the multipliers applied (in t's dtype and device).
 at::Tensor ApplyScaling(const at::Tensor& t, const TensorScaling& scaling);
 
+// A site's channels, each with half-width h and center m: the range h + |m| before; the
+// shift (OS+-style: m_j moves into the next bias) of the channels whose constant dominates
+// them (|m_j| >= h_j), zeros elsewhere, undefined when there is none; the range
+// h + |m - shift| after it.
+struct ChannelRanges {
+  at::Tensor before, shift, after;
+};
+
 class SmoothingPlan {
  public:
   SmoothingPlan(const SafetensorsFile* file, SmoothingOptions options)
@@ -115,11 +123,10 @@ class SmoothingPlan {
   at::Tensor Gate(const at::Tensor& s) const;
   // Adds `add` to the 1-D tensor `name`'s TensorScaling::add.
   void AddTo(const std::string& name, const at::Tensor& add);
-  // Records `linear`'s input from `source`: channel ranges `before`, and `after` (once
-  // shifted) divided by the scales `s`; `shift` the shifted constants. Undefined `s` /
-  // `shift`: no such fold.
-  void RecordInput(const std::string& linear, const std::string& source, const at::Tensor& before,
-                   const at::Tensor& after, const at::Tensor& s, const at::Tensor& shift);
+  // Records `linear`'s input from `source`: its channel ranges `r`, and r.after divided by
+  // the scales `s` (undefined: no scale fold).
+  void RecordInput(const std::string& linear, const std::string& source, const ChannelRanges& r,
+                   const at::Tensor& s);
 
   const SafetensorsFile* file_;
   SmoothingOptions options_;
