@@ -76,8 +76,15 @@ TEST(CachedAttention, ChunkedPrefillMatchesOneCallWithMask) {
   const at::Tensor rows = at::arange(100, 800).unsqueeze(1), cols = at::arange(800).unsqueeze(0);
   const at::Tensor mask = cols.le(rows);
   const auto kv = cache.Segments(0, 800);
-  EXPECT_TRUE(at::equal(CachedAttention(q, kv, mask, &kernels::DefaultKernels()),
-                        Reference(q, kv, mask)));
+  const at::Tensor chunked = CachedAttention(q, kv, mask, &kernels::DefaultKernels());
+#if defined(__aarch64__)
+  // OpenBLAS's threaded SVE sgemm (qemu -cpu max, Graviton 3) splits a batched product by
+  // its batch of heads, so a head group's last bits can differ from one call's; a wrong
+  // mask offset or head order errs by O(1). Bit for bit under NEON-only models and on x86.
+  EXPECT_TRUE(at::allclose(chunked, Reference(q, kv, mask), 0, 1e-5));
+#else
+  EXPECT_TRUE(at::equal(chunked, Reference(q, kv, mask)));
+#endif
 }
 
 TEST(KvCache, ExtendSharesThePrefixAndWritesOnlyItsOwnPositions) {

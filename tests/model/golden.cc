@@ -75,12 +75,35 @@ std::vector<GoldenCase> AllGoldenCases() {
   std::vector<GoldenCase> cases;
   for (const GoldenSet& set : AllGoldenSets()) {
     const nlohmann::json golden = ReadJson(set.golden_dir + "/golden.json");
-    const std::string images = set.name == "real" ? "/real/images/" : "/images/";
-    for (const auto& item : golden["images"].items()) {
-      cases.push_back({set, item.key(), FixturesDir() + images + item.value()["file"].get<std::string>()});
-    }
+    for (const auto& item : golden["images"].items()) cases.push_back(CaseOf(set, item.key()));
   }
   return cases;
+}
+
+GoldenCase CaseOf(const GoldenSet& set, const std::string& image) {
+  const std::string dir = FixturesDir() + (set.name == "real" ? "/real/images/" : "/images/");
+  const nlohmann::json golden = ReadJson(set.golden_dir + "/golden.json");
+  if (!golden["images"].contains(image)) throw std::runtime_error("no golden image " + image);
+  return {set, image, dir + golden["images"][image]["file"].get<std::string>()};
+}
+
+Crops CropsOf(const GoldenCase& c, const CropConfig& config) {
+  auto rgb = DecodeImage(ReadFile(c.file), 50'000'000);
+  if (!rgb.ok()) throw std::runtime_error(rgb.status().ToString());
+  auto crops = OverlapCrops(*rgb, config);
+  if (!crops.ok()) throw std::runtime_error(crops.status().ToString());
+  return std::move(*crops);
+}
+
+Crops WithUpstreamPixels(const GoldenCase& c, Crops crops) {
+  const std::string dir = FixturesDir() + (c.set.name == "real" ? "/real/crops/" : "/crops/");
+  auto upstream = DecodeImage(ReadFile(dir + c.image + ".crops.png"), 50'000'000);  // (n·size)×size
+  if (!upstream.ok()) throw std::runtime_error(upstream.status().ToString());
+  if (upstream->pixels.size() != crops.pixels.size()) {
+    throw std::runtime_error(c.image + ": the upstream crops have another size than this build's");
+  }
+  crops.pixels = std::move(upstream->pixels);
+  return crops;
 }
 
 std::string GoldenCaseName(const GoldenCase& c) {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "engine/image/image.h"
 #include "engine/model/language.h"
 #include "engine/weights/weight_store.h"
 
@@ -37,6 +38,16 @@ std::string GoldenCaseName(const GoldenCase& c);
 // Readable gtest output instead of the bytes of the struct.
 void PrintTo(const GoldenCase& c, std::ostream* os);
 std::string FixturesDir();
+// The case of `image` in `set` (its file from the set's images.json).
+GoldenCase CaseOf(const GoldenSet& set, const std::string& image);
+
+// This build's crops of a case's image: DecodeImage -> OverlapCrops (spec §3.2-3.3).
+Crops CropsOf(const GoldenCase& c, const CropConfig& config);
+// The same crops with the upstream reference's pixels (the fixture's lossless crops PNG).
+// On x86 the two are equal byte for byte (OverlapCrops.*BitExact). On aarch64 libvips
+// resamples on its C path (engine/image/vips_util.cc), a few levels from upstream's on a
+// resized image (OverlapCrops bounds it), so tests of the model itself take these there.
+Crops WithUpstreamPixels(const GoldenCase& c, Crops crops);
 
 nlohmann::json ReadJson(const std::string& path);
 
