@@ -31,7 +31,7 @@ struct RunContext {
   Clock::time_point deadline = Clock::time_point::max();
   const CancelFlag* cancel = nullptr;
   std::function<void(std::string_view)> on_text;  // streaming; may be empty
-  Timings* timings = nullptr;                      // stages add their time here
+  Timings* timings = nullptr;                      // every stage adds its time here (AddTime)
   bool flatten_transparency = false;               // image decode: alpha onto white
   // Pixels being decoded, shared by every worker (DecodeImage's budget); may be null.
   PixelBudget* decode_budget = nullptr;
@@ -39,6 +39,10 @@ struct RunContext {
   // OK, CANCELLED or DEADLINE_EXCEEDED. Models call it between steps so that a
   // request stops within one token step.
   absl::Status CheckAlive() const;
+  // Adds `ms` to the stage `stage` of *timings; nothing when timings is null.
+  void AddTime(double Timings::*stage, double ms) const {
+    if (timings != nullptr) timings->*stage += ms;
+  }
 };
 
 class Model {
@@ -51,9 +55,10 @@ class Model {
       std::string_view image_bytes, const RunContext& ctx) const = 0;
 
   // Runs Caption/Query/Detect/Point on an encoded image. Fills the Result's text,
-  // token_ids, boxes/points, usage, finish_reason and the prefill/decode/TTFT timings.
-  // Timings rule: Encode adds its stages to ctx.timings, Run fills Result.timings, and
-  // the scheduler merges both and sets queue_ms and total_ms.
+  // token_ids, boxes/points, usage and finish_reason.
+  // Timings: one channel. Encode and Run add their stages to ctx.timings (Encode: image
+  // decode, vision, image prefill; Run: prefill, decode, TTFT); the scheduler copies it
+  // into Result.timings once, with queue_ms and total_ms. Models never write Result.timings.
   virtual absl::StatusOr<Result> Run(const Request& request, const EncodedImage& image,
                                      const RunContext& ctx) const = 0;
 

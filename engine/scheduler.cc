@@ -15,20 +15,6 @@ constexpr auto kReapInterval = std::chrono::milliseconds(20);
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-// Stages the model reported in its Result win; the rest come from what the stages
-// added to the RunContext's Timings (image decode and vision encode run in Encode).
-void MergeStageTimings(const Timings& from_context, Timings* result) {
-  auto take = [](double context_value, double* result_value) {
-    if (*result_value == 0) *result_value = context_value;
-  };
-  take(from_context.image_decode_ms, &result->image_decode_ms);
-  take(from_context.vision_encode_ms, &result->vision_encode_ms);
-  take(from_context.image_prefill_ms, &result->image_prefill_ms);
-  take(from_context.prefill_ms, &result->prefill_ms);
-  take(from_context.decode_ms, &result->decode_ms);
-  take(from_context.time_to_first_token_ms, &result->time_to_first_token_ms);
-}
-
 absl::Status QueueTimeoutError(double queue_ms) {
   return absl::UnavailableError(absl::StrCat("overloaded: the request waited ",
                                              static_cast<int64_t>(queue_ms),
@@ -200,8 +186,7 @@ absl::StatusOr<Result> Scheduler::Complete(Job& job) {
   timings.queue_ms = Ms(Clock::now() - job.enqueued);
   absl::StatusOr<Result> result = Execute(job, &timings);
   if (result.ok()) {
-    MergeStageTimings(timings, &result->timings);
-    result->timings.queue_ms = timings.queue_ms;
+    result->timings = timings;  // the one channel every stage wrote (engine/model.h)
     result->timings.total_ms = Ms(Clock::now() - job.enqueued);
     result->model = job.request.model;
   } else if (absl::IsCancelled(result.status())) {

@@ -142,10 +142,8 @@ class TestModel : public Model {
     if (!rgb.ok()) return rgb.status();
     const Clock::time_point decoded = Clock::now();
     std::shared_ptr<const EncodedImage> image = Fingerprint(*rgb);
-    if (ctx.timings != nullptr) {
-      ctx.timings->image_decode_ms += Ms(decoded - start);
-      ctx.timings->vision_encode_ms += Ms(Clock::now() - decoded);
-    }
+    ctx.AddTime(&Timings::image_decode_ms, Ms(decoded - start));
+    ctx.AddTime(&Timings::vision_encode_ms, Ms(Clock::now() - decoded));
     return image;
   }
 
@@ -158,12 +156,13 @@ class TestModel : public Model {
     Result result;
     result.usage.prompt_tokens = WordCount(prompt);
     result.usage.image_tokens = kImageTokens;
-    result.timings.prefill_ms = Ms(Clock::now() - start);
+    const double prefill_ms = Ms(Clock::now() - start);
+    ctx.AddTime(&Timings::prefill_ms, prefill_ms);
     const bool text = request.task == Task::kCaption || request.task == Task::kQuery;
     absl::Status status = text ? Generate(answer, request.settings.max_tokens, ctx, &result)
                                : Locate(request, *image, ctx, &result);
     if (!status.ok()) return status;
-    result.timings.decode_ms = Ms(Clock::now() - start) - result.timings.prefill_ms;
+    ctx.AddTime(&Timings::decode_ms, Ms(Clock::now() - start) - prefill_ms);
     return result;
   }
 
@@ -187,7 +186,7 @@ class TestModel : public Model {
     for (size_t i = 0; i < words.size(); ++i) {
       if (absl::Status alive = Step(ctx); !alive.ok()) return alive;
       const std::string piece = absl::StrCat(i == 0 ? "" : " ", words[i]);
-      if (i == 0) result->timings.time_to_first_token_ms = Ms(Clock::now() - start);
+      if (i == 0) ctx.AddTime(&Timings::time_to_first_token_ms, Ms(Clock::now() - start));
       result->token_ids.push_back(static_cast<int32_t>(Hash(piece) % kVocabularyIds));
       result->text += piece;
       if (ctx.on_text) ctx.on_text(piece);

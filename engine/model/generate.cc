@@ -42,7 +42,7 @@ struct PromptLast {
 // Prefills the prompt (both loops start here); its time, first logits included, is prefill.
 absl::StatusOr<PromptLast> PrefillPrompt(const Language& lm, const std::vector<int32_t>& prompt,
                                          DecodeState& state, const RunContext& ctx,
-                                         Result& result, GenerationTaps* taps) {
+                                         GenerationTaps* taps) {
   MD_RETURN_IF_ERROR(ctx.CheckAlive());
   const Clock::time_point start = Clock::now();
   MD_ASSIGN_OR_RETURN(at::Tensor h, Step(lm, lm.text.Embed(Ids(prompt)), state));
@@ -52,7 +52,7 @@ absl::StatusOr<PromptLast> PrefillPrompt(const Language& lm, const std::vector<i
     taps->prompt_hidden_last = last.hidden;
     taps->logits0 = last.logits;
   }
-  result.timings.prefill_ms += MsSince(start);
+  ctx.AddTime(&Timings::prefill_ms, MsSince(start));
   return last;
 }
 
@@ -71,7 +71,7 @@ absl::Status GenerateText(const Language& lm, const std::vector<int32_t>& prompt
                           GenerationTaps* taps) {
   const Clock::time_point start = Clock::now();
   const int32_t eos = lm.config.tokenizer.eos_id;
-  MD_ASSIGN_OR_RETURN(const PromptLast last, PrefillPrompt(lm, prompt, state, ctx, result, taps));
+  MD_ASSIGN_OR_RETURN(const PromptLast last, PrefillPrompt(lm, prompt, state, ctx, taps));
   const Clock::time_point decode_start = Clock::now();
   Sampler sampler(settings);
   Utf8StreamDecoder utf8;
@@ -79,7 +79,7 @@ absl::Status GenerateText(const Language& lm, const std::vector<int32_t>& prompt
   while (token != eos && static_cast<int>(result.token_ids.size()) < max_tokens) {
     result.token_ids.push_back(token);
     EmitText(utf8.Push(lm.tokenizer.TokenBytes(token)), ctx, result);
-    if (result.token_ids.size() == 1) result.timings.time_to_first_token_ms = MsSince(start);
+    if (result.token_ids.size() == 1) ctx.AddTime(&Timings::time_to_first_token_ms, MsSince(start));
     // The reference runs one more step after the last allowed token and discards it.
     if (static_cast<int>(result.token_ids.size()) == max_tokens) break;
     MD_RETURN_IF_ERROR(ctx.CheckAlive());
@@ -89,7 +89,7 @@ absl::Status GenerateText(const Language& lm, const std::vector<int32_t>& prompt
   EmitText(utf8.Finish(), ctx, result);
   result.finish_reason = token == eos ? FinishReason::kStop : FinishReason::kLength;
   result.usage.generated_tokens = static_cast<int>(result.token_ids.size());
-  result.timings.decode_ms += MsSince(decode_start);
+  ctx.AddTime(&Timings::decode_ms, MsSince(decode_start));
   return absl::OkStatus();
 }
 
@@ -147,7 +147,7 @@ absl::Status GenerateRegions(const Language& lm, const std::vector<int32_t>& pro
                              const RunContext& ctx, Result& result, GenerationTaps* taps) {
   const Clock::time_point start = Clock::now();
   const int32_t eos = lm.config.tokenizer.eos_id;
-  MD_ASSIGN_OR_RETURN(const PromptLast last, PrefillPrompt(lm, prompt, state, ctx, result, taps));
+  MD_ASSIGN_OR_RETURN(const PromptLast last, PrefillPrompt(lm, prompt, state, ctx, taps));
   const Clock::time_point decode_start = Clock::now();
   at::Tensor h = last.hidden;
   // Detect/point are greedy at every revision (spec §6.6, §8); any non-EOS token means
@@ -156,11 +156,11 @@ absl::Status GenerateRegions(const Language& lm, const std::vector<int32_t>& pro
   int objects = 0;
   while (token != eos && objects < max_objects) {
     MD_ASSIGN_OR_RETURN(h, DecodeObject(lm, h, with_size, state, ctx, result, taps));
-    if (++objects == 1) result.timings.time_to_first_token_ms = MsSince(start);
+    if (++objects == 1) ctx.AddTime(&Timings::time_to_first_token_ms, MsSince(start));
     token = Argmax(lm.text.Logits(h));
   }
   result.finish_reason = token == eos ? FinishReason::kStop : FinishReason::kLength;
-  result.timings.decode_ms += MsSince(decode_start);
+  ctx.AddTime(&Timings::decode_ms, MsSince(decode_start));
   return absl::OkStatus();
 }
 

@@ -34,15 +34,15 @@ struct DecodeState {
 
 // Caption/query: prefill `prompt`, then emit tokens until EOS or `max_tokens` (EOS never
 // emitted). Streams valid UTF-8 pieces through ctx.on_text. Fills result text, token_ids,
-// finish_reason, usage.generated_tokens and timings prefill/decode/TTFT.
+// finish_reason and usage.generated_tokens; adds prefill/decode/TTFT to ctx.timings.
 absl::Status GenerateText(const Language& lm, const std::vector<int32_t>& prompt,
                           const GenerationSettings& settings, int max_tokens,
                           DecodeState& state, const RunContext& ctx, Result& result,
                           GenerationTaps* taps);
 
 // Detect (with_size) / point: prefill `prompt`, then decode objects greedily until EOS or
-// `max_objects`. Fills boxes or points, finish_reason, usage.generated_tokens (decoder
-// steps) and timings (TTFT = first object).
+// `max_objects`. Fills boxes or points, finish_reason and usage.generated_tokens (decoder
+// steps); adds prefill/decode/TTFT (TTFT = first object) to ctx.timings.
 absl::Status GenerateRegions(const Language& lm, const std::vector<int32_t>& prompt,
                              bool with_size, int max_objects, DecodeState& state,
                              const RunContext& ctx, Result& result, GenerationTaps* taps);

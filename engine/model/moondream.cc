@@ -105,14 +105,14 @@ absl::StatusOr<at::Tensor> Moondream::EncodeEmbeds(std::string_view image_bytes,
                                                    VisionTaps* taps) const {
   Clock::time_point start = Clock::now();
   MD_ASSIGN_OR_RETURN(const Crops crops, DecodeCrops(image_bytes, ctx));
-  if (ctx.timings != nullptr) ctx.timings->image_decode_ms += MsSince(start);
+  ctx.AddTime(&Timings::image_decode_ms, MsSince(start));
   MD_RETURN_IF_ERROR(ctx.CheckAlive());
   start = Clock::now();
   return RunGuarded([&]() -> absl::StatusOr<at::Tensor> {
     InferenceModeGuard guard;
     at::Tensor embeds = vision_.Encode(crops, compute_dtype_, taps, &ctx);
     ReleaseFreeHeap();  // the crops' activations, before the prefix prefill allocates
-    if (ctx.timings != nullptr) ctx.timings->vision_encode_ms += MsSince(start);
+    ctx.AddTime(&Timings::vision_encode_ms, MsSince(start));
     return embeds;
   });
 }
@@ -134,7 +134,7 @@ absl::StatusOr<std::shared_ptr<const EncodedImage>> Moondream::Encode(
   const Clock::time_point start = Clock::now();
   MD_ASSIGN_OR_RETURN(std::shared_ptr<const MoondreamImage> image,
                       EncodeFromEmbeds(embeds, nullptr, &ctx));
-  if (ctx.timings != nullptr) ctx.timings->image_prefill_ms += MsSince(start);
+  ctx.AddTime(&Timings::image_prefill_ms, MsSince(start));
   return image;
 }
 

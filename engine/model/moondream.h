@@ -1,10 +1,10 @@
 // Moondream2 (HF revision 2025-01-09) as an engine Model: image decode + overlap crops
 // (engine/image), vision encoder (vision.h), and the language side (language.h, tasks.h).
 //
-// Timings: Encode adds image_decode_ms (decode + crops + resize) and vision_encode_ms
-// (vision tower + projection + the 730-position image prefill of the text decoder) to
-// ctx.timings. Run fills Result.timings prefill_ms (prompt), decode_ms (generation) and
-// time_to_first_token_ms (from the start of Run to the first token / object).
+// Timings (all into ctx.timings): Encode adds image_decode_ms (decode + crops + resize),
+// vision_encode_ms (vision tower + projection) and image_prefill_ms (the image's 730
+// positions through the text decoder); Run adds prefill_ms (prompt), decode_ms (generation)
+// and time_to_first_token_ms (from the start of Run to the first token / object).
 #pragma once
 
 #include <atomic>
