@@ -1,10 +1,10 @@
 // bench_load: loads Moondream2 at one precision and reports what loading costs.
 //   bench_load --model-dir DIR [--precision fp32|bf16|int8] [--int8-smoothing on|off] [--threads N]
 //              [--image FILE [--max-tokens N]]
-// Prints one JSON object on stdout: load wall seconds, process CPU seconds (user, sys) spent
-// in the load, peak RSS during the load (getrusage ru_maxrss, from process start) and RSS
-// once loaded. With --image it then captions that image once (greedy, --max-tokens, default
-// 16) and adds the end-to-end peak RSS (process start -> load -> one caption) and the
+// Prints one JSON object on stdout: the CPU kernels' ISA (cpu_isa), load wall seconds,
+// process CPU seconds (user, sys) spent in the load, peak RSS during the load (getrusage
+// ru_maxrss, from process start) and RSS once loaded. With --image it then captions that
+// image once (greedy, --max-tokens, default 16) and adds the end-to-end peak RSS (process start -> load -> one caption) and the
 // caption's CPU seconds, plus the peak RSS of each inference phase alone (VmHWM, reset through
 // /proc/self/clear_refs after the load and after the image encode; that also resets
 // ru_maxrss, so the end-to-end peak is the max of the three phases). Progress on stderr.
@@ -101,11 +101,11 @@ int Bench(const std::map<std::string, std::string>& args) {
   }
   const Usage loaded = Now();
   const double rss_loaded = RssGib();
-  std::printf("{\"precision\": \"%s\", \"int8_smoothing\": %s, \"threads\": %d, \"load_s\": %.2f, "
-              "\"load_user_s\": %.2f, \"load_sys_s\": %.2f, \"load_peak_rss_gib\": %.3f, "
-              "\"loaded_rss_gib\": %.3f",
-              options.precision.c_str(), options.int8_smoothing ? "true" : "false",
-              at::get_num_threads(), load_s,
+  std::printf("{\"precision\": \"%s\", \"cpu_isa\": \"%s\", \"int8_smoothing\": %s, \"threads\": %d, "
+              "\"load_s\": %.2f, \"load_user_s\": %.2f, \"load_sys_s\": %.2f, "
+              "\"load_peak_rss_gib\": %.3f, \"loaded_rss_gib\": %.3f",
+              options.precision.c_str(), (*model)->info().cpu_isa.c_str(),
+              options.int8_smoothing ? "true" : "false", at::get_num_threads(), load_s,
               loaded.user_s - before.user_s, loaded.sys_s - before.sys_s, loaded.peak_gib,
               rss_loaded);
   if (args.count("image")) {

@@ -1,6 +1,7 @@
 # Sourced by bench/load/memory-flood and bench/load/soak: starts moondream-server on free
 # loopback ports and waits for it to serve.
-#   start_server LOGFILE ARGS...   sets SERVER_PID, GRPC_ADDR, HTTP_ADDR, METRICS_ADDR
+#   start_server LOGFILE ARGS...   sets SERVER_PID, GRPC_ADDR, HTTP_ADDR, METRICS_ADDR and
+#                                  SERVER_CPU_ISA (the first model's kernel ISA, "-" if none)
 #   rss_mib                        the server's VmRSS in MiB
 #   stop_server                    SIGKILL (the caller's EXIT trap calls it)
 # Needs SERVER (the binary); SERVER_WRAPPER (an optional array, e.g. qemu-aarch64 and its
@@ -23,6 +24,8 @@ start_server() {
   GRPC_ADDR="$(sed -E 's/.* address=([^ ]+).*/\1/' <<<"$listening")"
   HTTP_ADDR="$(sed -E 's/.* http=([^ ]+).*/\1/' <<<"$listening")"
   METRICS_ADDR="$(sed -E 's/.* metrics=([^ ]+).*/\1/' <<<"$listening")"
+  SERVER_CPU_ISA="$(grep -m1 -o 'event=model_loaded .*cpu_isa=[a-z0-9-]*' "$log" | sed 's/.*cpu_isa=//' || true)"
+  SERVER_CPU_ISA="${SERVER_CPU_ISA:--}"
 }
 rss_mib() { awk '/^VmRSS:/ { printf "%d", $2 / 1024 }' "/proc/$SERVER_PID/status"; }
 stop_server() { [ -z "$SERVER_PID" ] || kill -9 "$SERVER_PID" 2>/dev/null || true; }

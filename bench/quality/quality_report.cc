@@ -78,7 +78,8 @@ std::unique_ptr<Moondream> LoadOrDie(const std::string& dir, const std::string& 
     std::fprintf(stderr, "load %s: %s\n", precision.c_str(), model.status().ToString().c_str());
     std::exit(1);
   }
-  std::printf("loaded %s in %.1f s\n", precision.c_str(), SecondsSince(start));
+  std::printf("loaded %s in %.1f s, cpu_isa %s\n", precision.c_str(), SecondsSince(start),
+              (*model)->info().cpu_isa.c_str());
   return std::move(*model);
 }
 

@@ -20,9 +20,11 @@ models = [r["model"] for r in data["results"]]
 assert models == ["moondream2", "moondream2-int8"], models
 for r in data["results"]:
     assert r["peak_rss_bytes"] > 0, r["model"]
+    assert r["cpu_isa"], r["model"]  # GetModel's kernel ISA, in every bench output
     for conc, rows in r["requests"].items():
         assert len(rows) == 4, (r["model"], conc, len(rows))
         assert all(row["total_ms"] > 0 for row in rows), r["model"]
 PY
 grep -q "moondream2-int8" "$md"
+grep -Eq "^\| CPU kernels \(cpu_isa\) \| [a-z0-9-]+ \| [a-z0-9-]+ \|$" "$md"
 echo "serve-compare wrote $(ls "$out" | wc -l) files"

@@ -40,5 +40,6 @@ grep -q "^| same token ids as eager fp32 | yes" "$out/report.md"
 if [ -n "$cli" ]; then
   grep -q "^| stage | ours fp32 | eager fp32 |" "$out/report.md"
   grep -q "^| same token ids as eager fp32 | yes | yes |" "$out/report.md"
+  grep -Eq "^\| CPU kernels \(cpu_isa\) \| [a-z0-9-]+ \| – \|$" "$out/report.md"
 fi
 echo "engine-compare report ok"
