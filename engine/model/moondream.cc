@@ -50,8 +50,14 @@ absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOption
   store_options.int8_skip = options.int8_skip;
   store_options.int8_smoothing = options.int8_smoothing;
   store_options.text_heads = config.text.n_heads;
-  const ExecutionPlan plan = ChoosePlan(precision, options.device.rfind("cuda", 0) == 0,
-                                        options.cpu_kernels);
+  const bool cuda = options.device.rfind("cuda", 0) == 0;
+  const kernels::KernelSet* cpu_kernels = options.cpu_kernels;
+  if (cpu_kernels == nullptr && !cuda) {
+    std::string error;
+    cpu_kernels = kernels::ResolveKernels(kernels::DefaultIsaName(), &error);
+    if (cpu_kernels == nullptr) return absl::InvalidArgumentError("MOONDREAM_CPU_ISA: " + error);
+  }
+  const ExecutionPlan plan = ChoosePlan(precision, cuda, cpu_kernels);
   store_options.kernels = plan.kernels;
   Log(LogLevel::kInfo, "execution_plan", {{"plan", plan.Describe(precision)}});
   MD_ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store,

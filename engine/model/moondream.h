@@ -36,7 +36,8 @@ struct MoondreamOptions {
   // (engine/weights/smoothing.h); off only to measure what it buys.
   bool int8_smoothing = true;
   bool allow_any_revision = false;  // see ResolveModelDir
-  // CPU kernels (kernels::ResolveKernels); null = kernels::DefaultKernels().
+  // CPU kernels (kernels::ResolveKernels); null = MOONDREAM_CPU_ISA's (default auto), and
+  // Load fails with INVALID_ARGUMENT when that names an ISA the CPU lacks.
   const kernels::KernelSet* cpu_kernels = nullptr;
   uint64_t max_image_pixels = 50'000'000;
   std::string quant_report_json;  // written after load when non-empty

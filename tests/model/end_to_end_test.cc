@@ -6,6 +6,7 @@
 // On aarch64 an image whose crops this build resamples differently from upstream (libvips's
 // C path there: tests/model/golden.h) is skipped, saying so: the goldens are of other
 // pixels. OverlapCrops bounds those crops and vision_test checks the encoder on upstream's.
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <ostream>
@@ -140,6 +141,32 @@ TEST(LoadMoondream, MissingDirectoryFails) {
   MoondreamOptions options;
   options.model_dir = "/nonexistent/moondream";
   EXPECT_FALSE(LoadMoondream(options).ok());
+}
+
+// Without cpu_kernels (bench tools, tests) MOONDREAM_CPU_ISA names the kernels: an ISA that
+// does not exist, or that this CPU lacks, fails the load with a status naming it, not an abort.
+TEST(LoadMoondream, CpuIsaTheCpuLacksIsInvalidArgument) {
+  const char* saved = std::getenv("MOONDREAM_CPU_ISA");
+  const std::string previous = saved != nullptr ? saved : "";
+#if defined(__aarch64__)
+  const std::vector<std::string> refused = {"bogus", "avx2"};
+#else
+  const std::vector<std::string> refused = {"bogus", "neon"};
+#endif
+  for (const std::string& isa : refused) {
+    ::setenv("MOONDREAM_CPU_ISA", isa.c_str(), 1);
+    MoondreamOptions options;
+    options.model_dir = AllGoldenSets()[1].ckpt_dir;
+    auto model = LoadMoondream(options);
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument) << isa;
+    EXPECT_NE(model.status().message().find("MOONDREAM_CPU_ISA: --cpu-isa=" + isa), std::string::npos)
+        << model.status();
+  }
+  if (saved != nullptr) {
+    ::setenv("MOONDREAM_CPU_ISA", previous.c_str(), 1);
+  } else {
+    ::unsetenv("MOONDREAM_CPU_ISA");
+  }
 }
 
 TEST(LoadMoondream, BadImageIsInvalidArgument) {
