@@ -16,6 +16,9 @@ struct Avx512Vnni {
   static constexpr int kMr = 6;  // 24 accumulators + 4 weights + 1 broadcast of 32 zmm
   static constexpr int Groups(int) { return 4; }
   static constexpr bool kUnsignedA = true;
+  // Decode: none. 2 KiB ahead took the GEMV from 80-98 % to 79-91 % of the read probe
+  // (2026-12-07, `bench_quant 1`, Intel Xeon VM): the hardware prefetcher keeps up alone.
+  static constexpr int kDecodePrefetch = 0;
 
   static V Zero() { return _mm512_setzero_si512(); }
   static V LoadW(const int8_t* p) { return _mm512_loadu_si512(p); }

@@ -13,6 +13,11 @@
 //                                  (register budget: mr * Groups(mr) * 16 / kCols accumulators)
 //   kUnsignedA                     activations are fed as u8 = q + 128 (VNNI dpbusd); the
 //                                  epilogue then subtracts w_row_sum = 128 * sum(q_w)
+//   kDecodePrefetch                bytes ahead of the weight stream that a one-row tile
+//                                  (decode) prefetches, 0 = none: a decode thread reads one
+//                                  sequential stream, and where the hardware prefetcher alone
+//                                  does not keep enough of it in flight this does (measured
+//                                  per ISA in the kernel's file)
 //   V Zero(); V LoadW(const int8_t* p);      p: 4 k of kCols columns (4 * kCols bytes)
 //   V Bcast(const int8_t* a);                the 4 activation bytes a[0..4) in every lane
 //   V Dot(V acc, V a, V w);                  acc[c] + sum_i a[i] * w[c][i], exact int32
@@ -74,6 +79,12 @@ void Micro(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t k
 #pragma GCC unroll 32
   for (int i = 0; i < MR * kNv; ++i) c[i] = K::Zero();
   for (int64_t kg = 0; kg < k4; ++kg, b += ldb, a += 4) {
+    if constexpr (MR == 1 && K::kDecodePrefetch > 0) {  // this step's lines, that far ahead
+#pragma GCC unroll 4
+      for (int l = 0; l < kNv * K::kCols * 4; l += 64) {
+        __builtin_prefetch(b + K::kDecodePrefetch + l, /*rw=*/0, /*locality=*/3);
+      }
+    }
     typename K::V w[kNv];
 #pragma GCC unroll 16
     for (int v = 0; v < kNv; ++v) w[v] = K::LoadW(b + v * K::kCols * 4);

@@ -51,6 +51,7 @@ struct NeonTileShape {
   static constexpr int kMr = 4;
   static constexpr int Groups(int mr) { return mr == 1 ? 4 : 1; }
   static constexpr bool kUnsignedA = false;
+  static constexpr int kDecodePrefetch = 0;  // not measured (no arm64 hardware here)
 };
 
 inline int32x4_t LoadWNeon(const int8_t* p) { return vreinterpretq_s32_s8(vld1q_s8(p)); }
