@@ -71,18 +71,6 @@ std::string VariantName(const std::string& precision) {
   return precision == "fp32" ? "moondream2" : "moondream2-" + precision;
 }
 
-// The CPU kernels --cpu-isa names (any model: a wrong flag fails the start either way).
-absl::StatusOr<const kernels::KernelSet*> ResolveCpuKernels(const std::string& cpu_isa) {
-  const std::string requested = cpu_isa.empty() ? kernels::DefaultIsaName() : cpu_isa;
-  std::string error;
-  const kernels::KernelSet* ks = kernels::ResolveKernels(requested, &error);
-  if (ks == nullptr) return absl::InvalidArgumentError(error);
-  Log(LogLevel::kInfo, "cpu_kernels",
-      {{"cpu_isa", ks->name}, {"requested", requested},
-       {"best", kernels::IsaName(kernels::BestIsa(kernels::HostCpu()))}});
-  return ks;
-}
-
 absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o,
                                              const kernels::KernelSet* cpu_kernels) {
   MD_ASSIGN_OR_RETURN(const std::string dir, ResolveModelDir(o.model_dir, o.allow_any_revision));
@@ -106,6 +94,7 @@ absl::StatusOr<Models> LoadMoondreamVariants(const EngineOptions& o,
 // Model loading is an exception boundary too: a c10::Error escaping the loader fails
 // Create instead of the process.
 absl::StatusOr<Models> LoadModels(const EngineOptions& o) {
+  // Any model, the test model too: a wrong --cpu-isa fails the start either way.
   MD_ASSIGN_OR_RETURN(const kernels::KernelSet* cpu_kernels, ResolveCpuKernels(o.cpu_isa));
   if (o.model == "test") {
     std::this_thread::sleep_for(std::chrono::milliseconds(o.test_model_load_delay_ms));

@@ -53,9 +53,7 @@ absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOption
   const bool cuda = options.device.rfind("cuda", 0) == 0;
   const kernels::KernelSet* cpu_kernels = options.cpu_kernels;
   if (cpu_kernels == nullptr && !cuda) {
-    std::string error;
-    cpu_kernels = kernels::ResolveKernels(kernels::DefaultIsaName(), &error);
-    if (cpu_kernels == nullptr) return absl::InvalidArgumentError("MOONDREAM_CPU_ISA: " + error);
+    MD_ASSIGN_OR_RETURN(cpu_kernels, ResolveCpuKernels(""));
   }
   const ExecutionPlan plan = ChoosePlan(precision, cuda, cpu_kernels);
   store_options.kernels = plan.kernels;

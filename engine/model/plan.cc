@@ -1,5 +1,8 @@
 #include "engine/model/plan.h"
 
+#include "absl/strings/str_cat.h"
+#include "engine/log.h"
+
 namespace moondream {
 
 ExecutionPlan ChoosePlan(Precision precision, bool cuda, const kernels::KernelSet* cpu_kernels) {
@@ -13,6 +16,20 @@ ExecutionPlan ChoosePlan(Precision precision, bool cuda, const kernels::KernelSe
     plan.fused_mlp = true;
   }
   return plan;
+}
+
+absl::StatusOr<const kernels::KernelSet*> ResolveCpuKernels(const std::string& cpu_isa) {
+  const std::string requested = cpu_isa.empty() ? kernels::DefaultIsaName() : cpu_isa;
+  std::string error;
+  const kernels::KernelSet* ks = kernels::ResolveKernels(requested, &error);
+  if (ks == nullptr) {
+    return absl::InvalidArgumentError(cpu_isa.empty() ? absl::StrCat("MOONDREAM_CPU_ISA: ", error)
+                                                      : error);
+  }
+  Log(LogLevel::kInfo, "cpu_kernels",
+      {{"cpu_isa", ks->name}, {"requested", requested},
+       {"best", kernels::IsaName(kernels::BestIsa(kernels::HostCpu()))}});
+  return ks;
 }
 
 std::string ExecutionPlan::Describe(Precision precision) const {

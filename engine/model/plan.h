@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "engine/weights/weight_store.h"
 #include "kernels/kernels.h"
 
@@ -34,5 +35,10 @@ struct ExecutionPlan {
 // INT8 on the CPU: everything through the kernel layer. FP32/BF16 on the CPU: the ATen ops
 // of the reference, except the decode attention kernel. CUDA: ATen only.
 ExecutionPlan ChoosePlan(Precision precision, bool cuda, const kernels::KernelSet* cpu_kernels);
+
+// The CPU kernels `cpu_isa` (--cpu-isa) names; empty: MOONDREAM_CPU_ISA's (default auto).
+// INVALID_ARGUMENT naming it (and, when empty, the variable) when no such ISA exists or this
+// CPU lacks it; the choice is logged (event=cpu_kernels).
+absl::StatusOr<const kernels::KernelSet*> ResolveCpuKernels(const std::string& cpu_isa);
 
 }  // namespace moondream
