@@ -71,20 +71,28 @@ double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>();
 }
 
+// The set's fixture folder of `kind` ("images", "crops"): real/ has its own.
+static std::string SetDir(const GoldenSet& set, const std::string& kind) {
+  return FixturesDir() + (set.name == "real" ? "/real/" : "/") + kind + "/";
+}
+
+// `image` of golden.json's "images" of `set`, with its file.
+static GoldenCase CaseIn(const GoldenSet& set, const nlohmann::json& images, const std::string& image) {
+  if (!images.contains(image)) throw std::runtime_error("no golden image " + image);
+  return {set, image, SetDir(set, "images") + images[image]["file"].get<std::string>()};
+}
+
 std::vector<GoldenCase> AllGoldenCases() {
   std::vector<GoldenCase> cases;
   for (const GoldenSet& set : AllGoldenSets()) {
-    const nlohmann::json golden = ReadJson(set.golden_dir + "/golden.json");
-    for (const auto& item : golden["images"].items()) cases.push_back(CaseOf(set, item.key()));
+    const nlohmann::json images = ReadJson(set.golden_dir + "/golden.json")["images"];
+    for (const auto& item : images.items()) cases.push_back(CaseIn(set, images, item.key()));
   }
   return cases;
 }
 
 GoldenCase CaseOf(const GoldenSet& set, const std::string& image) {
-  const std::string dir = FixturesDir() + (set.name == "real" ? "/real/images/" : "/images/");
-  const nlohmann::json golden = ReadJson(set.golden_dir + "/golden.json");
-  if (!golden["images"].contains(image)) throw std::runtime_error("no golden image " + image);
-  return {set, image, dir + golden["images"][image]["file"].get<std::string>()};
+  return CaseIn(set, ReadJson(set.golden_dir + "/golden.json")["images"], image);
 }
 
 Crops CropsOf(const GoldenCase& c, const CropConfig& config) {
@@ -96,8 +104,8 @@ Crops CropsOf(const GoldenCase& c, const CropConfig& config) {
 }
 
 Crops WithUpstreamPixels(const GoldenCase& c, Crops crops) {
-  const std::string dir = FixturesDir() + (c.set.name == "real" ? "/real/crops/" : "/crops/");
-  auto upstream = DecodeImage(ReadFile(dir + c.image + ".crops.png"), 50'000'000);  // (n·size)×size
+  // (n·size)×size, lossless
+  auto upstream = DecodeImage(ReadFile(SetDir(c.set, "crops") + c.image + ".crops.png"), 50'000'000);
   if (!upstream.ok()) throw std::runtime_error(upstream.status().ToString());
   if (upstream->pixels.size() != crops.pixels.size()) {
     throw std::runtime_error(c.image + ": the upstream crops have another size than this build's");
