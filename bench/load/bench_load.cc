@@ -4,10 +4,11 @@
 // Prints one JSON object on stdout: the CPU kernels' ISA (cpu_isa), load wall seconds,
 // process CPU seconds (user, sys) spent in the load, peak RSS during the load (getrusage
 // ru_maxrss, from process start) and RSS once loaded. With --image it then captions that
-// image once (greedy, --max-tokens, default 16) and adds the end-to-end peak RSS (process start -> load -> one caption) and the
-// caption's CPU seconds, plus the peak RSS of each inference phase alone (VmHWM, reset through
-// /proc/self/clear_refs after the load and after the image encode; that also resets
-// ru_maxrss, so the end-to-end peak is the max of the three phases). Progress on stderr.
+// image once (greedy, --max-tokens, default 16) and adds the end-to-end peak RSS (process
+// start -> load -> one caption) and the caption's CPU seconds, plus the peak RSS of each
+// inference phase alone (VmHWM, reset through /proc/self/clear_refs after the load and after
+// the image encode; that also resets ru_maxrss, so the end-to-end peak is the max of the
+// three phases). Progress on stderr.
 #include <sys/resource.h>
 #include <unistd.h>
 

@@ -37,8 +37,8 @@ absl::Status CheckContextFits(const Language& lm, const Request& request);
 
 // Runs the request on a cache that extends `prefix` (read-only, shared, never copied).
 // Fills text/token_ids or boxes/points, usage and finish_reason; adds the prefill/decode/TTFT
-// timings to ctx.timings. `live_state_bytes` (optional) holds the bytes of the request's KV cache while
-// it runs (added after allocation, subtracted on return).
+// timings to ctx.timings. `live_state_bytes` (optional) holds the bytes of the request's KV
+// cache while it runs (added after allocation, subtracted on return).
 absl::StatusOr<Result> RunTask(const Language& lm, const Request& request,
                                const KvCache& prefix, const RunContext& ctx,
                                GenerationTaps* taps,
