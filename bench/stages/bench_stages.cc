@@ -665,7 +665,8 @@ Json ToJson(const Stat& s) { return {{"median", ToJson(s.median())}, {"min", ToJ
 Json ToJson(const Ratio& r) { return {{"median", ToJson(r.median)}, {"min", ToJson(r.min)}}; }
 Json ToJson(const mb::BandwidthProbe& p) {
   return {{"gbs", p.gbs}, {"buffer_bytes", p.buffer_bytes}, {"llc_bytes", p.llc_bytes}, {"passes", p.passes},
-          {"threads", p.threads}, {"pass_gbs", p.pass_gbs}};
+          {"threads", p.threads}, {"pass_gbs", p.pass_gbs}, {"pass_layouts", p.pass_layouts},
+          {"best_layout", p.best_layout}};
 }
 
 Json ResultJson(const PrecisionResult& r, const Options& o) {

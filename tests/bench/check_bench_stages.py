@@ -70,6 +70,8 @@ def want_targets(isa, col):
 def check_probe(p, threads):
     assert p["threads"] == threads and p["passes"] >= 1 and len(p["pass_gbs"]) == p["passes"], p
     close(p["gbs"], max(p["pass_gbs"]))
+    assert len(p["pass_layouts"]) == p["passes"], p
+    assert p["best_layout"] == p["pass_layouts"][p["pass_gbs"].index(max(p["pass_gbs"]))], p
     assert p["buffer_bytes"] >= max(1 << 30, 8 * p["llc_bytes"]), p
 
 
