@@ -12,6 +12,7 @@
 #include "engine/model/torch_compat.h"
 #include "engine/weights/config.h"
 #include "engine/weights/model_dir.h"
+#include "kernels/cpu.h"
 
 namespace moondream {
 namespace {
@@ -32,6 +33,21 @@ ModelInfo MakeInfo(const MoondreamOptions& options, const std::string& model_dir
   info.quantization = report.Summary();
   info.source = model_dir;
   return info;
+}
+
+// bf16 on an x86 CPU without AVX-512 BF16: ATen's bf16 matmuls (vision, prefill) then run
+// a generic fallback. On an AVX2-only AMD Zen 3 (bench_quant, 2026-12-07) a vision layer
+// took 80-110x the fp32 time and 150-160x INT8's; only the decode GEMV (the kernel layer's)
+// stays fast. Said once at load, so an operator who picks bf16 there learns why it crawls.
+void WarnIfBf16Emulated(Precision precision, bool cuda) {
+#if defined(__x86_64__)
+  if (precision != Precision::kBF16 || cuda || kernels::HostCpu().avx512bf16) return;
+  Log(LogLevel::kWarn, "bf16_without_cpu_support",
+      {{"detail", "this CPU lacks AVX-512 BF16: bf16 vision and prefill run a generic fallback, "
+                  "~100x slower than fp32; use int8 (or fp32) on this CPU"}});
+#else
+  (void)precision, (void)cuda;
+#endif
 }
 
 }  // namespace
@@ -58,6 +74,7 @@ absl::StatusOr<std::unique_ptr<Moondream>> Moondream::Load(const MoondreamOption
   const ExecutionPlan plan = ChoosePlan(precision, cuda, cpu_kernels);
   store_options.kernels = plan.kernels;
   Log(LogLevel::kInfo, "execution_plan", {{"plan", plan.Describe(precision)}});
+  WarnIfBf16Emulated(precision, cuda);
   MD_ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store,
                       WeightStore::Open(dir + "/model.safetensors", store_options));
   MD_RETURN_IF_ERROR(CheckShapes(config, store->file()));

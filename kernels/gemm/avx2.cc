@@ -27,6 +27,10 @@ struct Avx2 {
   // Decode, 2026-12-07 (`bench_quant 1`, Intel Xeon VM): 2 KiB ahead, 69-79 % -> 72-82 % of
   // the read probe.
   static constexpr int kDecodePrefetch = 2048;
+  // Decode on an AVX2-only AMD Zen 3 VM, 2026-12-07 (the four text shapes, 1, 2, 4 and 8
+  // streams interleaved call by call in one process, weights cycled past the LLC): 4 streams
+  // read 9-23 % more than 1 (e.g. fc1 29.3 -> 34.6 GB/s mean), 2 about half that, 8 no more.
+  static constexpr int kDecodeStreams = 4;
 
   static V Zero() { return _mm256_setzero_si256(); }
   static V LoadW(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }

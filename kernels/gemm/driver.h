@@ -18,6 +18,11 @@
 //                                  sequential stream, and where the hardware prefetcher alone
 //                                  does not keep enough of it in flight this does (measured
 //                                  per ISA in the kernel's file)
+//   kDecodeStreams                 segments of k a one-row tile reads side by side, one group
+//                                  of 4 k from each in turn, into the same accumulators (exact
+//                                  int32 sums: the order changes nothing); 1 = one sequential
+//                                  stream per panel. Several nearby streams can draw more
+//                                  bandwidth than one (bench/common/bandwidth.h's layouts)
 //   V Zero(); V LoadW(const int8_t* p);      p: 4 k of kCols columns (4 * kCols bytes)
 //   V Bcast(const int8_t* a);                the 4 activation bytes a[0..4) in every lane
 //   V Dot(V acc, V a, V w);                  acc[c] + sum_i a[i] * w[c][i], exact int32
@@ -78,23 +83,34 @@ void Micro(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t k
   typename K::V c[MR * kNv];
 #pragma GCC unroll 32
   for (int i = 0; i < MR * kNv; ++i) c[i] = K::Zero();
-  for (int64_t kg = 0; kg < k4; ++kg, b += ldb, a += 4) {
+  // One group of 4 k: a (MR rows of stride lda) against its ldb bytes of b.
+  auto step = [&c, lda](const int8_t* ak, const int8_t* bk) {
     if constexpr (MR == 1 && K::kDecodePrefetch > 0) {  // this step's lines, that far ahead
 #pragma GCC unroll 4
       for (int l = 0; l < kNv * K::kCols * 4; l += 64) {
-        __builtin_prefetch(b + K::kDecodePrefetch + l, /*rw=*/0, /*locality=*/3);
+        __builtin_prefetch(bk + K::kDecodePrefetch + l, /*rw=*/0, /*locality=*/3);
       }
     }
     typename K::V w[kNv];
 #pragma GCC unroll 16
-    for (int v = 0; v < kNv; ++v) w[v] = K::LoadW(b + v * K::kCols * 4);
+    for (int v = 0; v < kNv; ++v) w[v] = K::LoadW(bk + v * K::kCols * 4);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const typename K::V av = K::Bcast(a + r * lda);
+      const typename K::V av = K::Bcast(ak + r * lda);
 #pragma GCC unroll 16
       for (int v = 0; v < kNv; ++v) c[r * kNv + v] = K::Dot(c[r * kNv + v], av, w[v]);
     }
+  };
+  int64_t kg = 0;
+  if constexpr (MR == 1 && K::kDecodeStreams > 1) {  // the segments side by side
+    const int64_t seg = k4 / K::kDecodeStreams;
+    for (; kg < seg; ++kg) {
+#pragma GCC unroll 8
+      for (int s = 0; s < K::kDecodeStreams; ++s) step(a + (s * seg + kg) * 4, b + (s * seg + kg) * ldb);
+    }
+    kg = seg * K::kDecodeStreams;  // then the k4 % streams groups left
   }
+  for (; kg < k4; ++kg) step(a + kg * 4, b + kg * ldb);
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 16

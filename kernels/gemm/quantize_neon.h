@@ -52,6 +52,7 @@ struct NeonTileShape {
   static constexpr int Groups(int mr) { return mr == 1 ? 4 : 1; }
   static constexpr bool kUnsignedA = false;
   static constexpr int kDecodePrefetch = 0;  // not measured (no arm64 hardware here)
+  static constexpr int kDecodeStreams = 1;   // not measured either
 };
 
 inline int32x4_t LoadWNeon(const int8_t* p) { return vreinterpretq_s32_s8(vld1q_s8(p)); }

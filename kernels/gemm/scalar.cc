@@ -17,6 +17,7 @@ struct Scalar {
   static constexpr int Groups(int) { return 4; }
   static constexpr bool kUnsignedA = false;
   static constexpr int kDecodePrefetch = 0;
+  static constexpr int kDecodeStreams = 1;
 
   static V Zero() { return {}; }
   static V LoadW(const int8_t* p) {

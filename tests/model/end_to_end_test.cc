@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/model/moondream.h"
+#include "kernels/cpu.h"
 #include "tests/model/golden.h"
 
 namespace moondream::testing {
@@ -167,6 +168,24 @@ TEST(LoadMoondream, CpuIsaTheCpuLacksIsInvalidArgument) {
   } else {
     ::unsetenv("MOONDREAM_CPU_ISA");
   }
+}
+
+// bf16 on an x86 CPU without AVX-512 BF16 says at load that its matmuls run a slow fallback
+// (an AVX2-only Zen 3: ~100x fp32 for vision); a CPU with it loads without the warning.
+TEST(LoadMoondream, Bf16WarnsWhereTheCpuLacksIt) {
+  MoondreamOptions options;
+  options.model_dir = AllGoldenSets()[1].ckpt_dir;
+  options.precision = "bf16";
+  ::testing::internal::CaptureStderr();
+  auto model = LoadMoondream(options);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(model.ok()) << model.status();
+  const bool warned = log.find("event=bf16_without_cpu_support") != std::string::npos;
+#if defined(__x86_64__)
+  EXPECT_EQ(warned, !kernels::HostCpu().avx512bf16) << log;
+#else
+  EXPECT_FALSE(warned) << log;
+#endif
 }
 
 TEST(LoadMoondream, BadImageIsInvalidArgument) {
