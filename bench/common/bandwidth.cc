@@ -25,14 +25,22 @@ constexpr uint64_t kLlcMultiple = 8;
 // `rows` rows of `row_floats` floats, the rows of a block read side by side (one cache line
 // from each in turn), like a GEMV; row_floats 0 = the whole share as one sequential stream.
 // Several nearby streams can draw far more than one: on an AMD Zen 3 VM (2026-12-07) one
-// stream per core read 24-27 GB/s and 4 rows of 8 KiB to 4 MiB 37-49 GB/s, while the fp32
-// GEMV (4 rows of 8 KiB) streamed 37 GB/s past a one-stream probe of 32.
+// stream per thread read 24-36 GB/s and 4 rows side by side 32-54 GB/s, while the fp32 GEMV
+// (4 rows of 8 KiB) streamed 37 GB/s past a one-stream probe of 32.
 struct Layout {
   int64_t row_floats;
   int rows;
 };
 constexpr Layout kLayouts[] = {{0, 1}, {2048, 4}, {16384, 4}, {1 << 20, 4}};
-constexpr int64_t kBlockFloats = (1 << 20) * 4;  // the largest block: shares are multiples
+constexpr int kLayoutCount = static_cast<int>(std::size(kLayouts));
+
+// The largest block of kLayouts: every thread's share is a multiple of it.
+constexpr int64_t LargestBlockFloats() {
+  int64_t most = 0;
+  for (const Layout& l : kLayouts) most = std::max(most, l.row_floats * l.rows);
+  return most;
+}
+constexpr int64_t kBlockFloats = LargestBlockFloats();
 
 // The sum of p[0, n) read in layout l; n is a multiple of l's block (or l is one stream).
 #if defined(__x86_64__)
@@ -147,7 +155,7 @@ BandwidthProbe ProbeReadBandwidth(int passes, uint64_t min_bytes) {
   std::vector<float> partial(static_cast<size_t>(threads) * 16, 0.f);
   float sink = 0;
   for (int p = 0; p < probe.passes; ++p) {
-    const Layout& layout = kLayouts[p % std::size(kLayouts)];
+    const Layout& layout = kLayouts[p % kLayoutCount];
     const auto start = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(threads)
     {
@@ -156,7 +164,8 @@ BandwidthProbe ProbeReadBandwidth(int passes, uint64_t min_bytes) {
       share(t, &b, &len);
       partial[t * 16] = Sum(buf + b, len, layout);
     }
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (int t = 0; t < threads; ++t) sink += partial[t * 16];
     probe.pass_gbs.push_back(static_cast<double>(bytes) / s / 1e9);
     probe.pass_layouts.push_back(Describe(layout));
@@ -170,21 +179,17 @@ BandwidthProbe ProbeReadBandwidth(int passes, uint64_t min_bytes) {
 }
 
 std::string Describe(const BandwidthProbe& probe) {
-  char buf[256];
+  char llc[64] = "LLC unknown";
   if (probe.llc_bytes > 0) {
-    std::snprintf(buf, sizeof buf,
-                  "%.1f GB/s (%s; best of %d full passes in 4 layouts over %llu MiB = %.1fx the "
-                  "%llu MiB LLC, %d threads)",
-                  probe.gbs, probe.best_layout.c_str(), probe.passes, static_cast<unsigned long long>(probe.buffer_bytes >> 20),
+    std::snprintf(llc, sizeof llc, "%.1fx the %llu MiB LLC",
                   static_cast<double>(probe.buffer_bytes) / probe.llc_bytes,
-                  static_cast<unsigned long long>(probe.llc_bytes >> 20), probe.threads);
-  } else {
-    std::snprintf(buf, sizeof buf,
-                  "%.1f GB/s (%s; best of %d full passes in 4 layouts over %llu MiB, LLC unknown, "
-                  "%d threads)",
-                  probe.gbs, probe.best_layout.c_str(), probe.passes, static_cast<unsigned long long>(probe.buffer_bytes >> 20),
-                  probe.threads);
+                  static_cast<unsigned long long>(probe.llc_bytes >> 20));
   }
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "%.1f GB/s (%s; best of %d full passes in %d layouts over %llu MiB = %s, %d threads)",
+                probe.gbs, probe.best_layout.c_str(), probe.passes, kLayoutCount,
+                static_cast<unsigned long long>(probe.buffer_bytes >> 20), llc, probe.threads);
   return buf;
 }
 

@@ -6,9 +6,9 @@
 // larger than the last-level cache (max(1 GiB, 8x the LLC)), each pass reading the whole
 // buffer once, the passes taking four layouts in turn: one sequential stream per thread, and
 // blocks of 4 rows (8 KiB, 64 KiB, 4 MiB) read side by side as a GEMV reads its weights
-// (several nearby streams can draw far more than one); the best pass is reported. A roofline fraction above 100% means
-// the probe under-read the machine (a noisy pass, a smaller thread count): such figures are
-// flagged, never reported as a pass.
+// (several nearby streams can draw far more than one); the best pass is reported. A roofline
+// fraction above 100% means the probe under-read the machine (a noisy pass, a smaller thread
+// count): such figures are flagged, never reported as a pass.
 #pragma once
 
 #include <cstdint>
@@ -32,12 +32,13 @@ struct BandwidthProbe {
 uint64_t LastLevelCacheBytes();
 
 // Reads a buffer of max(min_bytes, 1 GiB, 8 x LLC) bytes (rounded up to 16 MiB per thread)
-// `passes` times with all OpenMP threads, the layouts in turn (after one untimed first-touch pass that writes it, spread over the same threads).
+// `passes` times with all OpenMP threads, the layouts in turn (after one untimed first-touch
+// pass that writes it, spread over the same threads).
 // Allocates that buffer for the duration of the call.
 BandwidthProbe ProbeReadBandwidth(int passes = 8, uint64_t min_bytes = 0);
 
 // "46.1 GB/s (4 rows of 64 KiB side by side; best of 8 full passes in 4 layouts over 2048 MiB
-// = 8.0x the 256 MiB LLC, 2 threads)".
+// = 8.0x the 256 MiB LLC, 2 threads)"; "... over 1024 MiB = LLC unknown, ..." without one.
 std::string Describe(const BandwidthProbe& probe);
 
 // "" for a roofline fraction <= 1, else " ABOVE PROBE: roofline invalid".

@@ -106,7 +106,9 @@ void Micro(const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t k
     const int64_t seg = k4 / K::kDecodeStreams;
     for (; kg < seg; ++kg) {
 #pragma GCC unroll 8
-      for (int s = 0; s < K::kDecodeStreams; ++s) step(a + (s * seg + kg) * 4, b + (s * seg + kg) * ldb);
+      for (int s = 0; s < K::kDecodeStreams; ++s) {
+        step(a + (s * seg + kg) * 4, b + (s * seg + kg) * ldb);
+      }
     }
     kg = seg * K::kDecodeStreams;  // then the k4 % streams groups left
   }

@@ -150,7 +150,7 @@ std::string ForcedIsaMissing() {
   const std::string name = kernels::DefaultIsaName();
   kernels::Isa isa;
   std::string error;
-  if (name == "auto" || !kernels::ParseIsa(name, &isa)) return "";
+  if (!kernels::ParseIsa(name, &isa)) return "";  // "auto", or no ISA at all
   return kernels::ResolveKernels(name, &error) == nullptr ? "MOONDREAM_CPU_ISA: " + error : "";
 }
 
