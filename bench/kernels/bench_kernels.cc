@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "bench/common/bandwidth.h"
+#include "bench/kernels/packed_layer.h"
 #include "kernels/kernels.h"
 
 namespace mk = moondream::kernels;
@@ -37,44 +38,18 @@ double Best(int reps, Fn fn) {
   return best;
 }
 
-struct Layer {
-  int64_t copies, n, k;
-  std::vector<std::vector<int8_t>> packed;
-  std::vector<int32_t> row_sum;
-  std::vector<float> scale, bias;
-  mutable size_t next = 0;  // the rotation continues across calls (ISAs), so no copy is warm
-  Layer(int64_t k_, int64_t n_, int64_t min_bytes) : n(n_), k(k_) {
-    const int64_t bytes = mk::PackedInt8Bytes(n, k);
-    copies = std::max<int64_t>(1, (min_bytes + bytes - 1) / bytes);
-    std::vector<int8_t> q(static_cast<size_t>(n * k));
-    for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<int8_t>(static_cast<int>(i * 7919 % 255) - 127);
-    row_sum.resize(static_cast<size_t>(n));
-    for (int64_t c = 0; c < copies; ++c) {
-      packed.emplace_back(static_cast<size_t>(bytes));
-      mk::PackInt8Weights(q.data(), n, k, packed.back().data(), row_sum.data());
-    }
-    scale.assign(static_cast<size_t>(n), 1e-3f);
-    bias.assign(static_cast<size_t>(n), 0.5f);
-  }
+// A PackedLayer timed per ISA; the rotation continues across calls (ISAs), so no copy is warm.
+struct Layer : moondream::bench::PackedLayer {
+  using PackedLayer::PackedLayer;
+  mutable int64_t next = 0;
   // Best seconds per call for m rows.
   double Time(const mk::KernelSet& ks, int64_t m, int reps) const {
     std::vector<float> x(static_cast<size_t>(m * k)), y(static_cast<size_t>(m * n));
     for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 251) / 125.f - 1.f;
-    mk::Int8GemmArgs a;
-    a.x = x.data();
-    a.m = m;
-    a.ldx = k;
-    a.w = packed[next++ % packed.size()].data();
-    a.w_row_sum = row_sum.data();
-    a.n = n;
-    a.k = k;
-    a.w_scale = scale.data();
-    a.bias = bias.data();
-    a.y = y.data();
-    a.ldy = n;
+    mk::Int8GemmArgs a = Args(x.data(), m, y.data(), next++);
     mk::Int8Gemm(ks, a);  // warm-up
     return Best(reps, [&](int i) {
-      a.w = packed[next++ % packed.size()].data();  // never a copy touched since the last lap
+      a = Args(x.data(), m, y.data(), next++);  // never a copy touched since the last lap
       mk::Int8Gemm(ks, a);
     });
   }
