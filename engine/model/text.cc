@@ -48,10 +48,10 @@ at::Tensor TextDecoder::Embed(const at::Tensor& ids) const {
 }
 
 at::Tensor TextDecoder::Rotary(const at::Tensor& x, int64_t pos) const {
-  const int64_t t = x.size(1), half = config_.rot_dim() / 2;
+  const int64_t t = x.size(-2), half = config_.rot_dim() / 2;
   const at::Tensor cos = cos_.narrow(0, pos, t), sin = sin_.narrow(0, pos, t);  // [T, half]
-  const at::Tensor a = x.narrow(-1, 0, half).to(at::kFloat);     // [H, T, half]
-  const at::Tensor b = x.narrow(-1, half, half).to(at::kFloat);  // [H, T, half]
+  const at::Tensor a = x.narrow(-1, 0, half).to(at::kFloat);     // [..., T, half]
+  const at::Tensor b = x.narrow(-1, half, half).to(at::kFloat);  // [..., T, half]
   const at::Tensor rotated = at::cat({a * cos - b * sin, a * sin + b * cos}, -1);
   const at::Tensor pass = x.narrow(-1, 2 * half, x.size(-1) - 2 * half);
   return at::cat({rotated.to(x.scalar_type()), pass}, -1);
@@ -83,12 +83,17 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
   // Pass 1: rotated keys and values of every row into the cache; the queries kept.
   at::Tensor q;         // [H, T, hd] rotated queries (CachedAttention)
   at::Tensor qkv_rows;  // fused: [T, 3, H, hd] rotated q | rotated k | v
+  at::Tensor normed;    // ln(h) when one chunk holds every row: pass 2 reuses it
   for (int64_t r = 0; r < t; r += chunk) {
     const int64_t n = std::min(chunk, t - r);
-    const at::Tensor qkv = block.qkv.Forward(block.ln.Forward(h.narrow(0, r, n)))  // [n, 3D]
+    const at::Tensor x = block.ln.Forward(h.narrow(0, r, n));
+    if (n == t) normed = x;
+    const at::Tensor qkv = block.qkv.Forward(x)  // [n, 3D]
                                .view({n, 3, heads, hd})
-                               .permute({1, 2, 0, 3});                             // [3, H, n, hd]
-    const at::Tensor q_rows = Rotary(qkv[0], pos + r), k_rows = Rotary(qkv[1], pos + r);
+                               .permute({1, 2, 0, 3});  // [3, H, n, hd]
+    // Queries and keys rotated in one pass (the row ops of a decode step are per call).
+    const at::Tensor qk = Rotary(qkv.narrow(0, 0, 2), pos + r);  // [2, H, n, hd]
+    const at::Tensor q_rows = qk[0], k_rows = qk[1];
     if (fused) {
       if (r == 0) qkv_rows = at::empty({t, 3, heads, hd}, q_rows.options());
       const at::Tensor rows = qkv_rows.narrow(0, r, n);
@@ -121,7 +126,8 @@ at::Tensor TextDecoder::BlockForward(const Block& block, int layer, const at::Te
                     .permute({1, 0, 2})
                     .reshape({n, config_.dim});  // [n, D]
     // Reference order: (h + attn) first, then + mlp (spec §5.1).
-    at::Tensor y = (rows + block.proj.Forward(attn)) + block.mlp.Forward(block.ln.Forward(rows));
+    const at::Tensor x = normed.defined() ? normed : block.ln.Forward(rows);
+    at::Tensor y = (rows + block.proj.Forward(attn)) + block.mlp.Forward(x);
     if (n == t) return y;
     if (r == 0) out = at::empty_like(h);
     out.narrow(0, r, n).copy_(y);

@@ -47,7 +47,7 @@ class TextDecoder {
   static constexpr int64_t kPrefillRows = 256;
   at::Tensor BlockForward(const Block& block, int layer, const at::Tensor& h, int64_t pos,
                           const at::Tensor& mask, KvCache& cache) const;
-  // x: [H, T, hd] at positions pos..pos+T-1 -> rotated (first rot_dim dims, half split).
+  // x: [..., T, hd] at positions pos..pos+T-1 -> rotated (first rot_dim dims, half split).
   at::Tensor Rotary(const at::Tensor& x, int64_t pos) const;
   // Bool [T, pos+T] rows of the prefix mask (spec §5.4); undefined when all true.
   at::Tensor Mask(int64_t pos, int64_t t) const;
