@@ -16,7 +16,8 @@
 // machine's read bandwidth before and after (bench/common/bandwidth.h: every thread, a buffer
 // >= 8x the LLC, best of --probe-passes full passes; the higher of the two is the roofline)
 // and the INT8 bytes one decode token reads (text decoder linears + lm_head, packed weights +
-// scales + row sums + bias; not the token embedding; KV cache reads reported separately).
+// scales + row sums + bias, and the int8 KV cache at the mean decode context; not the token
+// embedding's one row).
 // Prints the times, each ISA's speed-ups over fp32 and bf16, its decode GB/s and % of the
 // probe (flagged "ABOVE PROBE" over 100%: the target is then INVALID, not PASS), and
 // PASS/FAIL per ISA against the targets (docs/engine.md) on stdout; progress on stderr;
@@ -155,6 +156,8 @@ struct DecodeBytes {
   uint64_t lm_head = 0;
   uint64_t weights() const { return text_linears + lm_head; }
   uint64_t kv_per_token = 0;  // KV cache read per step at the mean decode context
+  // What a decode step must read: the roofline's bytes.
+  uint64_t read() const { return weights() + kv_per_token; }
   double kv_context = 0;      // mean positions attended per decode step
   std::string kv_dtype;
 };
@@ -530,7 +533,7 @@ void AddTargets(const PrecisionResult& r, Report& rep) {
 
 void Analyze(Report& rep) {
   rep.bw = std::max(rep.probe_start.gbs, rep.probe_end.gbs);  // the higher: a conservative fraction
-  rep.roofline_tps = rep.bw * 1e9 / rep.db.weights();
+  rep.roofline_tps = rep.bw * 1e9 / rep.db.read();
   const PrecisionResult* f32 = rep.find("fp32");
   const PrecisionResult* b16 = rep.find("bf16");
   for (const PrecisionResult& r : rep.results) {
@@ -542,7 +545,7 @@ void Analyze(Report& rep) {
     Decode& d = rep.decode[r.key];
     if (!r.decode_ms_per_token.empty()) {
       d.tokens_per_s = 1000 / r.decode_ms_per_token.median();
-      d.achieved_gbs = d.tokens_per_s * rep.db.weights() / 1e9;
+      d.achieved_gbs = d.tokens_per_s * rep.db.read() / 1e9;
       d.fraction_median = d.tokens_per_s / rep.roofline_tps;
       d.fraction_min = 1000 / r.decode_ms_per_token.min() / rep.roofline_tps;
     }
@@ -609,10 +612,10 @@ void PrintTimes(const Options& o, const Report& rep) {
 
 void PrintSpeedUps(const Report& rep) {
   const DecodeBytes& db = rep.db;
-  std::printf("INT8 decode reads per token: %.1f MB of weights (text linears %.1f + lm_head %.1f; token "
-              "embedding excluded) + %.1f MB of %s KV cache at %.1f positions (not in the roofline)\n",
-              db.weights() / 1e6, db.text_linears / 1e6, db.lm_head / 1e6, db.kv_per_token / 1e6,
-              db.kv_dtype.c_str(), db.kv_context);
+  std::printf("INT8 decode reads per token: %.1f MB = %.1f MB of weights (text linears %.1f + lm_head "
+              "%.1f; token embedding excluded) + %.1f MB of %s KV cache at %.1f positions\n",
+              db.read() / 1e6, db.weights() / 1e6, db.text_linears / 1e6, db.lm_head / 1e6,
+              db.kv_per_token / 1e6, db.kv_dtype.c_str(), db.kv_context);
   std::printf("roofline %.2f tokens/s (%.2f ms/token) at %.1f GB/s\n\n", rep.roofline_tps, 1000 / rep.roofline_tps,
               rep.bw);
   std::printf("speed-up = other / int8, medians (min/min in the JSON)\n\n"
@@ -724,7 +727,7 @@ Json ReportJson(const Options& o, const Report& rep) {
   }
   j["results"] = results;
   j["ratios"] = ratios;
-  j["decode_roofline"] = {{"read_bandwidth_gbs", rep.bw}, {"weight_bytes_per_token", db.weights()},
+  j["decode_roofline"] = {{"read_bandwidth_gbs", rep.bw}, {"bytes_per_token", db.read()},
                           {"tokens_per_s", rep.roofline_tps}, {"per_isa", per_isa}};
   Json targets = Json::array();
   for (const Target& t : rep.targets)

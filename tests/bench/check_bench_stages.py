@@ -141,7 +141,9 @@ def check_common(doc, precisions, stages, repeats, steps):
                 else:
                     assert pair["median"] is None and pair["min"] is None, (col, key, base, pair)
     roof = doc["decode_roofline"]
-    close(roof["tokens_per_s"], m["read_bandwidth_gbs"] * 1e9 / b["weights_per_token"])
+    read = b["weights_per_token"] + b["kv_cache_per_token"]  # weights and the KV cache: the roofline's bytes
+    assert roof["bytes_per_token"] == read, roof
+    close(roof["tokens_per_s"], m["read_bandwidth_gbs"] * 1e9 / read)
     assert list(roof["per_isa"]) == int8_cols, list(roof["per_isa"])
     for col in int8_cols:
         per = roof["per_isa"][col]
@@ -150,7 +152,7 @@ def check_common(doc, precisions, stages, repeats, steps):
             dec = res[col]["decode_ms_per_token"]
             close(per["fraction_median"], 1000 / dec["median"] / roof["tokens_per_s"])
             close(per["fraction_min"], 1000 / dec["min"] / roof["tokens_per_s"])
-            close(per["achieved_gbs_median"], 1000 / dec["median"] * b["weights_per_token"] / 1e9)
+            close(per["achieved_gbs_median"], 1000 / dec["median"] * read / 1e9)
             assert per["above_probe"] == (per["fraction_median"] > 1), per
         else:
             assert per["fraction_median"] is None and per["above_probe"] is False, per
