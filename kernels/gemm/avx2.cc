@@ -5,19 +5,6 @@
 
 #include "kernels/gemm/prelude.h"
 
-// The decode constants below (Avx2::kDecodePrefetch, kDecodeStreams) are what the server runs;
-// bench/kernels builds this file again with other values, each in a namespace of its own, and
-// times the variants side by side (bench_decode_variants).
-#ifndef MOONDREAM_AVX2_DECODE_PREFETCH
-#define MOONDREAM_AVX2_DECODE_PREFETCH 0
-#endif
-#ifndef MOONDREAM_AVX2_DECODE_STREAMS
-#define MOONDREAM_AVX2_DECODE_STREAMS 4
-#endif
-#ifndef MOONDREAM_AVX2_NAMESPACE
-#define MOONDREAM_AVX2_NAMESPACE avx2
-#endif
-
 MOONDREAM_TARGET_PUSH("avx2,fma")
 #include "kernels/simd/vec16_avx2.h"
 #include "kernels/gemm/quantize_avx2.h"
@@ -40,11 +27,11 @@ struct Avx2 {
   // Decode: no software prefetch. 2 KiB ahead had helped one stream on the Intel Xeon VM
   // (`bench_quant 1`: 69-79 % -> 72-82 % of the read probe); with 4 streams on an AVX2-only
   // AMD Zen 3 VM (2026-12-07, bench_decode_variants) it cost 10-15 %.
-  static constexpr int kDecodePrefetch = MOONDREAM_AVX2_DECODE_PREFETCH;
+  static constexpr int kDecodePrefetch = MOONDREAM_DECODE_PREFETCH_OR(0);
   // Decode on an AVX2-only AMD Zen 3 VM, 2026-12-07 (the four text shapes, 1, 2, 4 and 8
   // streams interleaved call by call in one process, weights cycled past the LLC): 4 streams
   // read 9-23 % more than 1 (e.g. fc1 29.3 -> 34.6 GB/s mean), 2 about half that, 8 no more.
-  static constexpr int kDecodeStreams = MOONDREAM_AVX2_DECODE_STREAMS;
+  static constexpr int kDecodeStreams = MOONDREAM_DECODE_STREAMS_OR(4);
 
   static V Zero() { return _mm256_setzero_si256(); }
   static V LoadW(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
@@ -68,5 +55,5 @@ struct Avx2 {
 
 #include "kernels/gemm/driver.h"
 
-MOONDREAM_DEFINE_GEMM(MOONDREAM_AVX2_NAMESPACE, Avx2)
+MOONDREAM_DEFINE_GEMM(MOONDREAM_GEMM_NAMESPACE_OR(avx2), Avx2)
 MOONDREAM_TARGET_POP()

@@ -21,8 +21,8 @@ struct Vnni256 {
   static constexpr bool kUnsignedA = true;
   // Decode, 2026-12-07 (`bench_quant 1`, Intel Xeon VM, the 7 text and projection layers):
   // 2 KiB ahead took the GEMV from 71-80 % to 81-89 % of the read probe (1-4 KiB: alike).
-  static constexpr int kDecodePrefetch = 2048;
-  static constexpr int kDecodeStreams = 1;  // not re-measured on an AVX-VNNI CPU (avx2.cc)
+  static constexpr int kDecodePrefetch = MOONDREAM_DECODE_PREFETCH_OR(2048);
+  static constexpr int kDecodeStreams = MOONDREAM_DECODE_STREAMS_OR(1);  // not re-measured (avx2.cc)
 
   static V Zero() { return _mm256_setzero_si256(); }
   static V LoadW(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
@@ -43,4 +43,4 @@ struct Vnni256 {
 
 #include "kernels/gemm/driver.h"
 
-MOONDREAM_DEFINE_GEMM(MOONDREAM_VNNI256_NS, Vnni256)
+MOONDREAM_DEFINE_GEMM(MOONDREAM_GEMM_NAMESPACE_OR(MOONDREAM_VNNI256_NS), Vnni256)
