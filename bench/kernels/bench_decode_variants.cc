@@ -25,8 +25,10 @@
 #include "bench/kernels/packed_layer.h"
 #include "kernels/kernels.h"
 
-#define X(file, name) \
-  namespace moondream::kernels::decode_##name { void Int8Gemm(const Int8GemmArgs& args, void* workspace); }
+#define X(file, name)                                         \
+  namespace moondream::kernels::decode_##name {               \
+    void Int8Gemm(const Int8GemmArgs& args, void* workspace); \
+  }
 MOONDREAM_DECODE_VARIANTS
 #undef X
 
@@ -62,7 +64,8 @@ std::vector<Family> Families() {
   auto add = [&families](const std::string& file, const std::string& name, GemmFn fn) {
     if (families.empty() || families.back().file != file) {
       const mk::KernelSet* ks = SetNamed(IsaOf(file));
-      families.push_back({file, IsaOf(file), {{"shipped", ks != nullptr ? ks->int8_gemm : nullptr}}});
+      families.push_back(
+          {file, IsaOf(file), {{"shipped", ks != nullptr ? ks->int8_gemm : nullptr}}});
     }
     families.back().variants.push_back({name.substr(file.size() + 1), fn});
   };
@@ -76,11 +79,13 @@ double Seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-void Print(const std::string& label, const std::vector<double>& seconds, double bytes, double probe_gbs) {
+void Print(const std::string& label, const std::vector<double>& seconds, double bytes,
+           double probe_gbs) {
   std::printf("%-18s", label.c_str());
   double most = 0;  // the highest fraction of the probe in the row
   for (double s : seconds) {
-    std::printf("%8.1f (x%4.2f) [%3.0f%%]", bytes / s / 1e9, seconds[0] / s, 100 * bytes / s / 1e9 / probe_gbs);
+    std::printf("%8.1f (x%4.2f) [%3.0f%%]", bytes / s / 1e9, seconds[0] / s,
+                100 * bytes / s / 1e9 / probe_gbs);
     most = std::max(most, bytes / s / 1e9 / probe_gbs);
   }
   std::printf("%s\n", moondream::bench::AboveProbeFlag(most).c_str());
@@ -150,10 +155,11 @@ int main(int argc, char** argv) {
   if (runnable.empty()) return 77;
   const moondream::bench::BandwidthProbe probe = moondream::bench::ProbeReadBandwidth();
   if (mib <= 0) mib = static_cast<int64_t>(probe.buffer_bytes >> 20);
-  std::printf("threads %d, read bandwidth %s\nweights cycle through %lld MiB of copies; %d laps; "
-              "mean GB/s of packed weights, (x shipped), [%% of the probe]\n",
-              omp_get_max_threads(), moondream::bench::Describe(probe).c_str(),
-              static_cast<long long>(mib), laps);
+  std::printf(
+      "threads %d, read bandwidth %s\nweights cycle through %lld MiB of copies; %d laps; "
+      "mean GB/s of packed weights, (x shipped), [%% of the probe]\n",
+      omp_get_max_threads(), moondream::bench::Describe(probe).c_str(), static_cast<long long>(mib),
+      laps);
   for (const Family& f : runnable) {
     if (!Measure(f, laps, mib, probe.gbs)) return 1;
   }

@@ -21,7 +21,8 @@ struct PackedLayer {
     const int64_t bytes = kernels::PackedInt8Bytes(n, k);
     copies = std::max<int64_t>(1, (min_bytes + bytes - 1) / bytes);
     std::vector<int8_t> q(static_cast<size_t>(n * k));
-    for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<int8_t>(static_cast<int>(i * 7919 % 255) - 127);
+    for (size_t i = 0; i < q.size(); ++i)
+      q[i] = static_cast<int8_t>(static_cast<int>(i * 7919 % 255) - 127);
     row_sum.resize(static_cast<size_t>(n));
     for (int64_t c = 0; c < copies; ++c) {
       packed.emplace_back(static_cast<size_t>(bytes));

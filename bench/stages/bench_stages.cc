@@ -612,8 +612,8 @@ void PrintTimes(const Options& o, const Report& rep) {
 
 void PrintSpeedUps(const Report& rep) {
   const DecodeBytes& db = rep.db;
-  std::printf("INT8 decode reads per token: %.1f MB = %.1f MB of weights (text linears %.1f + lm_head "
-              "%.1f; token embedding excluded) + %.1f MB of %s KV cache at %.1f positions\n",
+  std::printf("INT8 decode reads per token: %.1f MB = %.1f MB of weights (text linears %.1f + "
+              "lm_head %.1f; token embedding excluded) + %.1f MB of %s KV cache at %.1f positions\n",
               db.read() / 1e6, db.weights() / 1e6, db.text_linears / 1e6, db.lm_head / 1e6,
               db.kv_per_token / 1e6, db.kv_dtype.c_str(), db.kv_context);
   std::printf("roofline %.2f tokens/s (%.2f ms/token) at %.1f GB/s\n\n", rep.roofline_tps, 1000 / rep.roofline_tps,

@@ -19,7 +19,8 @@ struct Avx512Vnni {
   // Decode: none. 2 KiB ahead took the GEMV from 80-98 % to 79-91 % of the read probe
   // (2026-12-07, `bench_quant 1`, Intel Xeon VM): the hardware prefetcher keeps up alone.
   static constexpr int kDecodePrefetch = MOONDREAM_DECODE_PREFETCH_OR(0);
-  static constexpr int kDecodeStreams = MOONDREAM_DECODE_STREAMS_OR(1);  // not re-measured (avx2.cc)
+  // Streams: not re-measured on an AVX-512 CPU (avx2.cc).
+  static constexpr int kDecodeStreams = MOONDREAM_DECODE_STREAMS_OR(1);
 
   static V Zero() { return _mm512_setzero_si512(); }
   static V LoadW(const int8_t* p) { return _mm512_loadu_si512(p); }

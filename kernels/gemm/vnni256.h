@@ -22,7 +22,8 @@ struct Vnni256 {
   // Decode, 2026-12-07 (`bench_quant 1`, Intel Xeon VM, the 7 text and projection layers):
   // 2 KiB ahead took the GEMV from 71-80 % to 81-89 % of the read probe (1-4 KiB: alike).
   static constexpr int kDecodePrefetch = MOONDREAM_DECODE_PREFETCH_OR(2048);
-  static constexpr int kDecodeStreams = MOONDREAM_DECODE_STREAMS_OR(1);  // not re-measured (avx2.cc)
+  // Streams: not re-measured on an AVX-VNNI CPU (avx2.cc).
+  static constexpr int kDecodeStreams = MOONDREAM_DECODE_STREAMS_OR(1);
 
   static V Zero() { return _mm256_setzero_si256(); }
   static V LoadW(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
