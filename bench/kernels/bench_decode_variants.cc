@@ -13,7 +13,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +21,7 @@
 #include <vector>
 
 #include "bench/common/bandwidth.h"
+#include "bench/common/bench_common.h"
 #include "bench/kernels/packed_layer.h"
 #include "kernels/kernels.h"
 
@@ -42,7 +42,8 @@ struct Variant {
 };
 // The variants of one kernel file, the shipped kernel first.
 struct Family {
-  std::string file, isa;  // kernels/gemm/<file>.cc; its KernelSet's name
+  std::string file, isa;     // kernels/gemm/<file>.cc; its KernelSet's name
+  const mk::KernelSet* set;  // that KernelSet (the shipped kernel), nullptr if not built
   std::vector<Variant> variants;
 };
 
@@ -65,7 +66,7 @@ std::vector<Family> Families() {
     if (families.empty() || families.back().file != file) {
       const mk::KernelSet* ks = SetNamed(IsaOf(file));
       families.push_back(
-          {file, IsaOf(file), {{"shipped", ks != nullptr ? ks->int8_gemm : nullptr}}});
+          {file, IsaOf(file), ks, {{"shipped", ks != nullptr ? ks->int8_gemm : nullptr}}});
     }
     families.back().variants.push_back({name.substr(file.size() + 1), fn});
   };
@@ -73,10 +74,6 @@ std::vector<Family> Families() {
   MOONDREAM_DECODE_VARIANTS
 #undef X
   return families;
-}
-
-double Seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 void Print(const std::string& label, const std::vector<double>& seconds, double bytes,
@@ -120,9 +117,9 @@ bool Measure(const Family& f, int laps, int64_t mib, double probe_gbs) {
       for (size_t i = 0; i < f.variants.size(); ++i) {
         const size_t v = (i + static_cast<size_t>(lap)) % f.variants.size();
         const mk::Int8GemmArgs a = layer.Args(x.data(), 1, y.data(), copy++);
-        const double t0 = Seconds();
+        const auto t0 = moondream::bench::Clock::now();
         f.variants[v].fn(a, ws.get());
-        seconds[v] += Seconds() - t0;
+        seconds[v] += moondream::bench::Seconds(t0, moondream::bench::Clock::now());
       }
     }
     const double bytes = static_cast<double>(mk::PackedInt8Bytes(n, k)) * laps;
@@ -145,8 +142,7 @@ int main(int argc, char** argv) {
   }
   std::vector<Family> runnable;
   for (Family& f : Families()) {
-    const mk::KernelSet* ks = SetNamed(f.isa);
-    if (ks != nullptr && ks->runs(mk::HostCpu())) {
+    if (f.set != nullptr && f.set->runs(mk::HostCpu())) {
       runnable.push_back(std::move(f));
     } else {
       std::printf("%s: SKIP, this CPU lacks it\n", f.isa.c_str());
