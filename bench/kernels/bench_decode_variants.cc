@@ -22,6 +22,7 @@
 
 #include "bench/common/bandwidth.h"
 #include "bench/common/bench_common.h"
+#include "bench/kernels/gemm_files.h"
 #include "bench/kernels/packed_layer.h"
 #include "kernels/kernels.h"
 
@@ -47,26 +48,15 @@ struct Family {
   std::vector<Variant> variants;
 };
 
-const mk::KernelSet* SetNamed(const std::string& isa) {
-  for (const mk::KernelSet* ks : mk::AllKernelSets()) {
-    if (ks->name == isa) return ks;
-  }
-  return nullptr;
-}
-
-std::string IsaOf(const std::string& file) {
-  if (file == "avxvnni_vex") return "avxvnni";
-  if (file == "avxvnni_evex") return "avxvnni-evex256";
-  return file;  // avx2, avx512vnni
-}
-
 std::vector<Family> Families() {
   std::vector<Family> families;
   auto add = [&families](const std::string& file, const std::string& name, GemmFn fn) {
     if (families.empty() || families.back().file != file) {
-      const mk::KernelSet* ks = SetNamed(IsaOf(file));
-      families.push_back(
-          {file, IsaOf(file), ks, {{"shipped", ks != nullptr ? ks->int8_gemm : nullptr}}});
+      const mk::KernelSet* ks = moondream::bench::KernelSetOfGemmFile(file);
+      families.push_back({file,
+                          moondream::bench::IsaOfGemmFile(file),
+                          ks,
+                          {{"shipped", ks != nullptr ? ks->int8_gemm : nullptr}}});
     }
     families.back().variants.push_back({name.substr(file.size() + 1), fn});
   };

@@ -1,7 +1,9 @@
 // Side by side, for every INT8 GEMM variant this CPU runs: GEMM GFLOP/s on a vision shape
-// (m = 729, compute-bound) and GEMV GB/s of packed weights (m = 1, memory-bound) on the
-// text shapes, against the read-bandwidth probe of bench/common/bandwidth.h (all threads, a
-// buffer >= 8x the LLC, best full pass; a GEMV above it is flagged). GEMV weights rotate
+// (m = 729, compute-bound) against the variant's compute bound (its register tile alone on
+// L1-resident operands, every thread: MicroKernelBound in kernels/gemm/driver.h), and GEMV
+// GB/s of packed weights (m = 1, memory-bound) on the text shapes against the read-bandwidth
+// probe of bench/common/bandwidth.h (all threads, a buffer >= 8x the LLC, best full pass; a
+// GEMV above it is flagged). GEMV weights rotate
 // through --mib of copies (default: the probe's buffer, >= 8x the LLC), so they stream from
 // memory as in decode. Threads: OMP_NUM_THREADS.
 #include <omp.h>
@@ -16,11 +18,29 @@
 #include <vector>
 
 #include "bench/common/bandwidth.h"
+#include "bench/kernels/gemm_files.h"
 #include "bench/kernels/packed_layer.h"
 #include "kernels/kernels.h"
 
+#define X(file)                                \
+  namespace moondream::kernels::bound_##file { \
+    double MicroKernelBound(double seconds);   \
+  }
+MOONDREAM_GEMM_FILES
+#undef X
+
 namespace mk = moondream::kernels;
 namespace {
+
+// The compute bound of a KernelSet's GEMM, multiply-adds per second; 0 if none was built.
+double MicroKernelBound(const mk::KernelSet& ks) {
+#define X(file)                                          \
+  if (moondream::bench::IsaOfGemmFile(#file) == ks.name) \
+    return mk::bound_##file::MicroKernelBound(0.5);
+  MOONDREAM_GEMM_FILES
+#undef X
+  return 0;
+}
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -60,7 +80,7 @@ struct DenseLayer {
   mk::GemvWeights type;
   int64_t n, k, bytes;
   std::vector<std::vector<uint16_t>> w;  // bf16, or fp32 as pairs of uint16
-  mutable size_t next = 0;  // as Layer::next
+  mutable size_t next = 0;               // as Layer::next
   DenseLayer(mk::GemvWeights type_, int64_t k_, int64_t n_, int64_t min_bytes)
       : type(type_), n(n_), k(k_) {
     const int64_t elem = type == mk::GemvWeights::kBFloat16 ? 2 : 4;
@@ -73,7 +93,8 @@ struct DenseLayer {
     for (int64_t c = 0; c < copies; ++c) w.push_back(one);
   }
   double Time(const mk::KernelSet& ks, int reps) const {
-    std::vector<float> x(static_cast<size_t>(k)), y(static_cast<size_t>(n)), bias(static_cast<size_t>(n), 0.5f);
+    std::vector<float> x(static_cast<size_t>(k)), y(static_cast<size_t>(n)),
+        bias(static_cast<size_t>(n), 0.5f);
     for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 251) / 125.f - 1.f;
     mk::GemvArgs a;
     a.type = type;
@@ -106,8 +127,11 @@ int main(int argc, char** argv) {
   const moondream::bench::BandwidthProbe probe = moondream::bench::ProbeReadBandwidth();
   const double bw = probe.gbs;
   if (mib <= 0) mib = static_cast<int64_t>(probe.buffer_bytes >> 20);
-  std::printf("threads %d, read bandwidth %s\nGEMV weights cycle through %lld MiB of copies; (%%) = of the probe\n\n",
-              omp_get_max_threads(), moondream::bench::Describe(probe).c_str(), static_cast<long long>(mib));
+  std::printf(
+      "threads %d, read bandwidth %s\nGEMV weights cycle through %lld MiB of copies; (%%) = of the "
+      "probe\n\n",
+      omp_get_max_threads(), moondream::bench::Describe(probe).c_str(),
+      static_cast<long long>(mib));
 
   std::printf("%-24s", "shape");
   for (const mk::KernelSet* ks : sets) std::printf("%18s", ks->name);
@@ -115,12 +139,21 @@ int main(int argc, char** argv) {
 
   const Layer vision(1152, 4304, 0);
   std::printf("%-24s", "m=729 1152x4304 GFLOP/s");
+  std::vector<double> gflops;
   for (const mk::KernelSet* ks : sets) {
     const bool slow = std::string(ks->name) == "scalar";
     const double t = vision.Time(*ks, 729, slow ? 1 : 5);
-    std::printf("%18.1f", 2.0 * 729 * 1152 * 4304 / t / 1e9);
+    gflops.push_back(2.0 * 729 * 1152 * 4304 / t / 1e9);
+    std::printf("%18.1f", gflops.back());
   }
-  std::printf("\n");
+  std::printf("\n%-24s", "  bound, % of it");
+  bool above_bound = false;
+  for (size_t i = 0; i < sets.size(); ++i) {
+    const double bound = 2.0 * MicroKernelBound(*sets[i]) / 1e9;
+    std::printf("%11.1f (%3.0f%%)", bound, 100.0 * gflops[i] / bound);
+    above_bound = above_bound || gflops[i] > bound;
+  }
+  std::printf("%s\n", above_bound ? "  ABOVE BOUND: the machine's load changed between them" : "");
 
   for (const auto& [k, n] : std::vector<std::pair<int64_t, int64_t>>{
            {2048, 2048}, {2048, 6144}, {2048, 8192}, {8192, 2048}, {2048, 51200}}) {
@@ -129,7 +162,8 @@ int main(int argc, char** argv) {
     const std::string label = "m=1 " + std::to_string(k) + "x" + std::to_string(n) + " GB/s";
     std::printf("%-24s", label.c_str());
     for (const mk::KernelSet* ks : sets) {
-      const double gbs = static_cast<double>(mk::PackedInt8Bytes(n, k)) / layer.Time(*ks, 1, 20) / 1e9;
+      const double gbs =
+          static_cast<double>(mk::PackedInt8Bytes(n, k)) / layer.Time(*ks, 1, 20) / 1e9;
       std::printf("%11.1f (%3.0f%%)", gbs, 100.0 * gbs / bw);
       above = above || gbs > bw;
     }
@@ -144,8 +178,9 @@ int main(int argc, char** argv) {
              {2048, 2048}, {2048, 6144}, {2048, 8192}, {8192, 2048}, {2048, 51200}}) {
       const DenseLayer layer(type, k, n, mib << 20);
       bool above = false;
-      const std::string label = std::string(type == mk::GemvWeights::kBFloat16 ? "bf16 " : "fp32 ") +
-                                std::to_string(k) + "x" + std::to_string(n) + " GB/s";
+      const std::string label =
+          std::string(type == mk::GemvWeights::kBFloat16 ? "bf16 " : "fp32 ") + std::to_string(k) +
+          "x" + std::to_string(n) + " GB/s";
       std::printf("%-24s", label.c_str());
       for (const mk::KernelSet* ks : sets) {
         const bool slow = std::string(ks->name) == "scalar";

@@ -232,10 +232,51 @@ void Int8GemmWith(const Int8GemmArgs& g, void* workspace) {
   }
 }
 
+#ifdef MOONDREAM_GEMM_BOUND
+// Multiply-adds per second of the register tile alone, every thread together: each thread
+// runs K::kMr rows past one 64-column panel of k = 256 (16 KiB of weights and the rows:
+// L1-resident), in RunTile's passes, for `seconds`. No quantization, epilogue, thread
+// hand-out or traffic beyond L1: an upper bound on what the GEMM can reach on this CPU.
+template <class K>
+double MicroKernelBoundWith(double seconds) {
+  constexpr int64_t k4 = 64;
+  constexpr int mr = K::kMr, per_pass = K::Groups(K::kMr);
+  double macs_per_second = 0;
+#pragma omp parallel reduction(+ : macs_per_second)
+  {
+    alignas(64) int8_t a[mr * k4 * 4];
+    alignas(64) int8_t b[kPanel * k4 * 4];
+    alignas(64) int32_t acc[mr * kPanel];
+    for (size_t i = 0; i < sizeof(a); ++i) a[i] = static_cast<int8_t>(i * 37 % 255 - 127);
+    for (size_t i = 0; i < sizeof(b); ++i) b[i] = static_cast<int8_t>(i * 7919 % 255 - 127);
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t panels = 0;
+    double elapsed = 0;
+    do {
+      for (int rep = 0; rep < 256; ++rep, ++panels) {
+        for (int64_t c = 0; c < kMaxGroups; c += per_pass) {
+          kMicro<K>[mr - 1][per_pass - 1](a, k4 * 4, b + c * kGroupCols * 4, kPanel * 4, k4,
+                                          acc + c * kGroupCols);
+        }
+        asm volatile("" : : "r"(acc) : "memory");  // every pass's sums are kept
+      }
+      elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } while (elapsed < seconds);
+    macs_per_second += static_cast<double>(panels) * mr * kPanel * k4 * 4 / elapsed;
+  }
+  return macs_per_second;
+}
+#define MOONDREAM_GEMM_BOUND_ENTRY(K) \
+  double MicroKernelBound(double seconds) { return MicroKernelBoundWith<K>(seconds); }
+#else
+#define MOONDREAM_GEMM_BOUND_ENTRY(K)
+#endif
+
 }  // namespace
 }  // namespace moondream::kernels
 
-// The two entry points of gemm/<isa>.cc, in namespace moondream::kernels::<ns>.
+// The two entry points of gemm/<isa>.cc, in namespace moondream::kernels::<ns> (a third,
+// MicroKernelBound, where MOONDREAM_GEMM_BOUND is set).
 #define MOONDREAM_DEFINE_GEMM(ns, K)                                                        \
   namespace moondream::kernels::ns {                                                        \
   void QuantizeRows(const float* x, int64_t m, int64_t k, int64_t ldx, int8_t* q,           \
@@ -243,4 +284,5 @@ void Int8GemmWith(const Int8GemmArgs& g, void* workspace) {
     QuantizeRowsWith<K>(x, m, k, ldx, q, ldq, scale);                                       \
   }                                                                                         \
   void Int8Gemm(const Int8GemmArgs& args, void* workspace) { Int8GemmWith<K>(args, workspace); } \
+  MOONDREAM_GEMM_BOUND_ENTRY(K)                                                             \
   }

@@ -34,5 +34,5 @@ struct Neon : NeonTileShape {
 
 #include "kernels/gemm/driver.h"
 
-MOONDREAM_DEFINE_GEMM(neon, Neon)
+MOONDREAM_DEFINE_GEMM(MOONDREAM_GEMM_NAMESPACE_OR(neon), Neon)
 MOONDREAM_TARGET_POP()

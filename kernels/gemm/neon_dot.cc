@@ -29,5 +29,5 @@ struct NeonDot : NeonTileShape {
 
 #include "kernels/gemm/driver.h"
 
-MOONDREAM_DEFINE_GEMM(neon_dot, NeonDot)
+MOONDREAM_DEFINE_GEMM(MOONDREAM_GEMM_NAMESPACE_OR(neon_dot), NeonDot)
 MOONDREAM_TARGET_POP()

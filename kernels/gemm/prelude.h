@@ -37,3 +37,9 @@
 #else
 #define MOONDREAM_GEMM_NAMESPACE_OR(shipped) shipped
 #endif
+// bench_kernels compiles each gemm/<isa>.cc again with MOONDREAM_GEMM_BOUND (and its own
+// namespace): the file then also defines MicroKernelBound (driver.h), the speed of its
+// register tile on L1-resident operands, the GEMM's measured compute bound.
+#ifdef MOONDREAM_GEMM_BOUND
+#include <chrono>
+#endif

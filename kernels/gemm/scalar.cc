@@ -64,4 +64,4 @@ struct Scalar {
 
 #include "kernels/gemm/driver.h"
 
-MOONDREAM_DEFINE_GEMM(scalar, Scalar)
+MOONDREAM_DEFINE_GEMM(MOONDREAM_GEMM_NAMESPACE_OR(scalar), Scalar)
