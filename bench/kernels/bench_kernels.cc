@@ -1,11 +1,12 @@
 // Side by side, for every INT8 GEMM variant this CPU runs: GEMM GFLOP/s on a vision shape
 // (m = 729, compute-bound) against the variant's compute bound (its register tile alone on
 // L1-resident operands, every thread: MicroKernelBound in kernels/gemm/driver.h), and GEMV
-// GB/s of packed weights (m = 1, memory-bound) on the text shapes against the read-bandwidth
-// probe of bench/common/bandwidth.h (all threads, a buffer >= 8x the LLC, best full pass; a
-// GEMV above it is flagged). GEMV weights rotate
-// through --mib of copies (default: the probe's buffer, >= 8x the LLC), so they stream from
-// memory as in decode. Threads: OMP_NUM_THREADS.
+// GB/s of packed weights (m = 1, memory-bound) on the text shapes and decode attention's GB/s
+// of int8 KV cache (743 and 2048 positions) against the read-bandwidth probe of
+// bench/common/bandwidth.h (all threads, a buffer >= 8x the LLC, best full pass; a row above
+// it is flagged). GEMV weights and KV caches rotate through --mib of copies (default: the
+// probe's buffer, >= 8x the LLC), so they stream from memory as in decode.
+// Threads: OMP_NUM_THREADS.
 #include <omp.h>
 
 #include <algorithm>
@@ -113,6 +114,54 @@ struct DenseLayer {
   }
 };
 
+// One text-decoder layer's int8 KV cache (32 heads of 64, `positions` rows; the engine's
+// layout: per head a block of `capacity` rows, values after keys, a scale per row), in
+// enough copies for min_bytes: decode attention over a copy no call touched since the last
+// lap, as a decode step's 24 layers read theirs after 1.3 GB of weights.
+struct KvLayer {
+  static constexpr int64_t kHeads = 32, kHd = 64;
+  int64_t positions, copies;
+  std::vector<std::vector<int8_t>> rows;  // [2][heads][positions][hd] per copy
+  std::vector<float> scales;              // [2][heads][positions], shared by the copies
+  mutable size_t next = 0;                // as Layer::next
+  KvLayer(int64_t positions_, int64_t min_bytes) : positions(positions_) {
+    copies = std::max<int64_t>(1, min_bytes / Bytes());
+    std::vector<int8_t> one(static_cast<size_t>(2 * kHeads * positions * kHd));
+    for (size_t i = 0; i < one.size(); ++i) one[i] = static_cast<int8_t>(i * 7919 % 255 - 127);
+    for (int64_t c = 0; c < copies; ++c) rows.push_back(one);
+    scales.assign(static_cast<size_t>(2 * kHeads * positions), 1.f / 127);
+  }
+  // Bytes one call reads: int8 keys and values and their fp32 row scales.
+  int64_t Bytes() const { return 2 * kHeads * positions * (kHd + 4); }
+  double Time(const mk::KernelSet& ks, int reps) const {
+    std::vector<float> q(static_cast<size_t>(kHeads * kHd), 0.125f), out(q.size());
+    mk::KvSegment seg;
+    seg.type = mk::KvType::kInt8;
+    seg.n = positions;
+    seg.head_stride = positions * kHd;
+    seg.row_stride = kHd;
+    seg.key_scales = scales.data();
+    seg.value_scales = scales.data() + kHeads * positions;
+    seg.scale_head_stride = positions;
+    mk::DecodeAttentionArgs a;
+    a.q = q.data();
+    a.heads = kHeads;
+    a.hd = kHd;
+    a.segments = &seg;
+    a.n_segments = 1;
+    a.out = out.data();
+    auto call = [&](int) {
+      const int8_t* kv =
+          rows[next++ % rows.size()].data();  // never a copy touched since the last lap
+      seg.keys = kv;
+      seg.values = kv + kHeads * positions * kHd;
+      mk::DecodeAttention(ks, a);
+    };
+    call(0);  // warm-up
+    return Best(reps, call);
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -128,8 +177,8 @@ int main(int argc, char** argv) {
   const double bw = probe.gbs;
   if (mib <= 0) mib = static_cast<int64_t>(probe.buffer_bytes >> 20);
   std::printf(
-      "threads %d, read bandwidth %s\nGEMV weights cycle through %lld MiB of copies; (%%) = of the "
-      "probe\n\n",
+      "threads %d, read bandwidth %s\nGEMV weights and KV caches cycle through %lld MiB of copies; "
+      "(%%) = of the probe\n\n",
       omp_get_max_threads(), moondream::bench::Describe(probe).c_str(),
       static_cast<long long>(mib));
 
@@ -164,6 +213,22 @@ int main(int argc, char** argv) {
     for (const mk::KernelSet* ks : sets) {
       const double gbs =
           static_cast<double>(mk::PackedInt8Bytes(n, k)) / layer.Time(*ks, 1, 20) / 1e9;
+      std::printf("%11.1f (%3.0f%%)", gbs, 100.0 * gbs / bw);
+      above = above || gbs > bw;
+    }
+    std::printf("%s\n", above ? "  ABOVE PROBE: roofline invalid" : "");
+  }
+
+  // Decode attention over the int8 KV cache (kernels::DecodeAttention, one text layer),
+  // GB/s of keys, values and row scales read.
+  for (int64_t positions : {743, 2048}) {
+    const KvLayer layer(positions, mib << 20);
+    bool above = false;
+    const std::string label = "attn kv8 " + std::to_string(positions) + " pos GB/s";
+    std::printf("%-24s", label.c_str());
+    for (const mk::KernelSet* ks : sets) {
+      const bool slow = std::string(ks->name) == "scalar";
+      const double gbs = static_cast<double>(layer.Bytes()) / layer.Time(*ks, slow ? 2 : 20) / 1e9;
       std::printf("%11.1f (%3.0f%%)", gbs, 100.0 * gbs / bw);
       above = above || gbs > bw;
     }
