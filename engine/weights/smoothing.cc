@@ -177,23 +177,32 @@ struct Source {
     if (!v.ok()) return v.status();
     return SourceView(**v).to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
   }
-  // max_i |W[i, j]| of a 2-D tensor, read straight from the stored bits: for fp16, bf16
-  // and fp32 the order of |x| is the unsigned order of x's bits without the sign bit, so
-  // the column maxima need no conversion (NaN, above every finite value and Inf, comes out
-  // as NaN; the quantizer refuses such a tensor by name right after).
-  absl::StatusOr<at::Tensor> ColAbsMax(const std::string& name) const {
+  // max_i |W[i, j]| / max_j' |W[i, j']|: the largest share of a row's grid that column j
+  // takes. INT8 weights are quantized per output row, each on its own grid, so this (not
+  // the raw column maximum) is what a column rescaling trades against: it is unchanged when
+  // rows are rescaled (query, key or value rows x K, say), as their quantization is. Zero
+  // rows count as 0; a NaN is skipped (the quantizer refuses that tensor by name right after).
+  absl::StatusOr<at::Tensor> ColRelMax(const std::string& name) const {
     auto t = Matrix(name);
     if (!t.ok()) return t.status();
-    const at::Tensor w = t->contiguous();
-    switch (w.scalar_type()) {
-      case at::kHalf:
-      case at::kBFloat16:
-        return ColMaxBits<int16_t>(w, at::kShort);
-      case at::kFloat:
-        return ColMaxBits<int32_t>(w, at::kInt);
-      default:
-        return absl::InvalidArgumentError(absl::StrCat(name, ": dtype must be fp16/bf16/fp32"));
-    }
+    const int64_t in = t->size(1);
+    at::Tensor m = at::zeros({in}, at::kFloat);
+    float* mp = m.data_ptr<float>();
+    std::mutex mu;
+    ForRowBlocks(*t, 0, t->size(0), [&](int64_t b0, int64_t b1, const float* rows) {
+      std::vector<float> part(static_cast<size_t>(in), 0.f);
+      for (int64_t r = b0; r < b1; ++r) {
+        const float* w = rows + (r - b0) * in;
+        float row_max = 0;
+        for (int64_t j = 0; j < in; ++j) row_max = std::max(row_max, std::fabs(w[j]));
+        if (!(row_max > 0) || !std::isfinite(row_max)) continue;
+        const float inv = 1.f / row_max;
+        for (int64_t j = 0; j < in; ++j) part[j] = std::max(part[j], std::fabs(w[j]) * inv);
+      }
+      const std::lock_guard<std::mutex> lock(mu);
+      for (int64_t j = 0; j < in; ++j) mp[j] = std::max(mp[j], part[j]);
+    });
+    return m;
   }
   // Rows [r0, r1) of y = W (gamma ⊙ x̂ + beta) + b over a normalised x̂ of `c` sigmas:
   // {half-width c·||W[i, :] ⊙ gamma||, center W[i, :]·beta + b[i]}, sums in fp64 (in SIMD
@@ -250,31 +259,6 @@ struct Source {
     if ((*v)->shape.size() != 2) return absl::InvalidArgumentError(absl::StrCat(name, " is not 2-D"));
     return SourceView(**v);
   }
-  // One parallel pass of per-column maxima of the magnitude bits, viewed back as `w`'s dtype
-  // (through the same-width integer type `bits`) and converted to fp32. Signed lanes: the
-  // masked bits are never negative, and a signed 16-bit max is in every x86-64 and NEON.
-  template <typename Bits>
-  static at::Tensor ColMaxBits(const at::Tensor& w, at::ScalarType bits) {
-    constexpr Bits kMagnitude = std::numeric_limits<Bits>::max();
-    const int64_t out = w.size(0), in = w.size(1);
-    const Bits* data = static_cast<const Bits*>(w.data_ptr());
-    std::vector<Bits> m(static_cast<size_t>(in), 0);
-    std::mutex mu;
-    const int64_t step = quant::RowsPerBlock(in);
-    at::parallel_for(0, (out + step - 1) / step, 1, [&](int64_t first, int64_t last) {
-      std::vector<Bits> part(static_cast<size_t>(in), 0);
-      Bits* p = part.data();
-      for (int64_t r = first * step; r < std::min(out, last * step); ++r) {
-        const Bits* row = data + r * in;
-#pragma omp simd
-        for (int64_t j = 0; j < in; ++j) p[j] = std::max<Bits>(p[j], static_cast<Bits>(row[j] & kMagnitude));
-      }
-      const std::lock_guard<std::mutex> lock(mu);
-      for (int64_t j = 0; j < in; ++j) m[j] = std::max(m[j], p[j]);
-    });
-    // A copy even for fp32 (where .to would alias `m`, which dies here).
-    return at::from_blob(m.data(), {in}, bits).view(w.scalar_type()).to(at::kFloat, false, /*copy=*/true);
-  }
   // fn(b0, b1, rows) for blocks of rows [b0, b1) within [r0, r1), `rows` their fp32 values,
   // the blocks split over at::parallel_for's threads.
   template <typename Fn>
@@ -307,7 +291,7 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> SmoothingPlan::ComputeLayerNor
   const ChannelRanges r = Ranges(gamma.abs() * options_.sigmas, beta);
   at::Tensor w = at::zeros_like(gamma);
   for (const std::string& lin : linears) {
-    SM_ASSIGN(m, src.ColAbsMax(lin + ".weight"));
+    SM_ASSIGN(m, src.ColRelMax(lin + ".weight"));
     if (m.numel() != copies * d) return absl::InvalidArgumentError(absl::StrCat(lin, ": width mismatch"));
     for (int i = 0; i < copies; ++i) w = at::maximum(w, m.slice(0, i * d, (i + 1) * d));
   }
@@ -357,7 +341,7 @@ absl::Status SmoothingPlan::ComputeBlock(const std::string& prefix, bool text) {
   const at::Tensor& center = rows_or->second;
   auto part = [&](const at::Tensor& t, int64_t i) { return t.slice(0, i * d - first, (i + 1) * d - first); };
   const ChannelRanges v = Ranges(part(half, 2), part(center, 2));
-  SM_ASSIGN(wproj, src.ColAbsMax(proj + ".weight"));
+  SM_ASSIGN(wproj, src.ColRelMax(proj + ".weight"));
   if (wproj.numel() != d) return absl::InvalidArgumentError(absl::StrCat(proj, ": width mismatch"));
   const at::Tensor sv = Gate(BalanceScales(v.after, wproj));
   at::Tensor rows = at::ones({3 * d}, at::kFloat);

@@ -18,9 +18,11 @@
 //    - LayerNorm -> the linears it feeds (vision ln1 -> attn.qkv, ln2 -> mlp.fc1; text ln
 //      -> attn.qkv and mlp.fc1; vision post_ln -> proj_mlp.fc1 (both halves of its input);
 //      text post_ln -> lm_head): s_j = sqrt(a_j / w_j), w_j = max over the fed linears of
-//      max_i |W[i, j]|; gamma, beta /= s, W[:, j] *= s.
-//    - attention values -> attn.proj: s_j = sqrt(a_v_j / max_i |W_proj[i, j]|); W_v rows
-//      and b_v /= s, W_proj[:, j] *= s. Also evens out the int8 KV cache's value rows.
+//      r_j(W) = max_i |W[i, j]| / max_j' |W[i, j']| (column j's largest share of a row's
+//      INT8 grid: weights are quantized per row, so row scales must not count);
+//      gamma, beta /= s, W[:, j] *= s.
+//    - attention values -> attn.proj: s_j = sqrt(a_v_j / r_j(W_proj)); W_v rows and
+//      b_v /= s, W_proj[:, j] *= s. Also evens out the int8 KV cache's value rows.
 //    - keys <-> queries (text only: the vision tower's attention runs in fp32, so only the
 //      int8 KV cache, i.e. the text keys, sees them): s = sqrt(a_k / a_q) per channel,
 //      equal for a rotary pair (j, j + rot/2); K rows /= s, Q rows *= s; q·k is unchanged.
@@ -32,9 +34,9 @@
 // them moved INT8-vs-FP32 by noise, and on the full-size key x100 stress it raised the
 // mean KL 5.2e-3 -> 6.8e-3.
 // Each group of a block is computed the first time one of its tensors is requested, from
-// the mmap'd source tensors: column maxima straight from the stored bits, row statistics
-// from 256 KB fp32 blocks, one parallel pass each (docs/quantization.md, "Cost at load");
-// a shift also reads the shifted columns of the fed linears.
+// the mmap'd source tensors: the column shares r_j and the row statistics from 256 KB fp32
+// blocks, one parallel pass each (docs/quantization.md, "Cost at load"); a shift also reads
+// the shifted columns of the fed linears.
 #pragma once
 
 #include <cstdint>
