@@ -7,8 +7,10 @@ MOONDREAM_TARGET_PUSH("avx2,fma")
 
 namespace moondream::kernels {
 namespace {
-// 16 ymm: 6 rows x 1 F16 = 12 accumulators + 2 for the keys/values + 1 broadcast.
-using Avx2Tiles = attention::Tiles<6, 1, 1, 2>;
+// 16 ymm: 6 rows x 1 F16 = 12 accumulators + 2 for the keys/values + 1 broadcast. Decode
+// mixes a 64-wide head's values in one pass (4 F16 x 2 chains = 16 accumulators, some on the
+// stack): 4 % faster than two passes of 2 in cache, 9 % past the LLC (Zen 3, 2026-12-07).
+using Avx2Tiles = attention::Tiles<6, 1, 1, 4>;
 }  // namespace
 }  // namespace moondream::kernels
 
