@@ -442,15 +442,6 @@ class GrpcDriver {
     }
   }
 
-  // One call, synchronously (warm-up): returns its outcome.
-  Outcome One() {
-    LevelControl control;
-    control.stop_at = Clock::now();
-    Recorder recorder;
-    Run(1, control, recorder);
-    return recorder.Take().at(0);
-  }
-
  private:
   struct Event {
     explicit Event(bool alarm) : is_alarm(alarm) {}
@@ -598,14 +589,6 @@ class HttpDriver {
     curl_multi_cleanup(multi);
   }
 
-  Outcome One() {
-    LevelControl control;
-    control.stop_at = Clock::now();
-    Recorder recorder;
-    Run(1, control, recorder);
-    return recorder.Take().at(0);
-  }
-
  private:
   struct Slot {
     CURL* easy = nullptr;
@@ -664,6 +647,16 @@ class HttpDriver {
 
 // ---------------------------------------------------------------------------------------
 // Server memory: /proc/PID (local server) and/or the /metrics endpoint.
+
+// One call through a driver (GrpcDriver, HttpDriver), synchronously (the warm-up): its outcome.
+template <class Driver>
+Outcome OneCall(Driver& driver) {
+  LevelControl control;
+  control.stop_at = Clock::now();
+  Recorder recorder;
+  driver.Run(1, control, recorder);
+  return recorder.Take().at(0);
+}
 
 struct ProcSample {
   bool alive = false;
@@ -1029,7 +1022,7 @@ int Main(int argc, char** argv) {
   for (int i = 0; i < o.warmup; ++i) {
     for (int t = 0; t < 2; ++t) {
       if ((t == 0 && !use_grpc) || (t == 1 && !use_http)) continue;
-      const Outcome out = t == 0 ? grpc_driver.One() : http_driver.One();
+      const Outcome out = t == 0 ? OneCall(grpc_driver) : OneCall(http_driver);
       if (out.kind != Kind::kOk) Die(std::string("warm-up ") + (t == 0 ? "gRPC" : "HTTP") + " request failed: " + out.code);
     }
   }
