@@ -645,9 +645,6 @@ class HttpDriver {
   uint64_t sent_ = 0;
 };
 
-// ---------------------------------------------------------------------------------------
-// Server memory: /proc/PID (local server) and/or the /metrics endpoint.
-
 // One call through a driver (GrpcDriver, HttpDriver), synchronously (the warm-up): its outcome.
 template <class Driver>
 Outcome OneCall(Driver& driver) {
@@ -657,6 +654,9 @@ Outcome OneCall(Driver& driver) {
   driver.Run(1, control, recorder);
   return recorder.Take().at(0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Server memory: /proc/PID (local server) and/or the /metrics endpoint.
 
 struct ProcSample {
   bool alive = false;
