@@ -1,11 +1,13 @@
 // Side by side, for every INT8 GEMM variant this CPU runs: GEMM GFLOP/s on a vision shape
 // (m = 729, compute-bound) against the variant's compute bound (its register tile alone on
-// L1-resident operands, every thread: MicroKernelBound in kernels/gemm/driver.h), and GEMV
-// GB/s of packed weights (m = 1, memory-bound) on the text shapes and decode attention's GB/s
-// of int8 KV cache (743 and 2048 positions) against the read-bandwidth probe of
-// bench/common/bandwidth.h (all threads, a buffer >= 8x the LLC, best full pass; a row above
-// it is flagged). GEMV weights and KV caches rotate through --mib of copies (default: the
-// probe's buffer, >= 8x the LLC), so they stream from memory as in decode.
+// L1-resident operands, every thread: MicroKernelBound in kernels/gemm/driver.h, the higher
+// of a measurement before and one after the GEMM), and GEMV GB/s of packed weights (m = 1,
+// memory-bound) on the text shapes, decode attention's GB/s of int8 KV cache (743 and 2048
+// positions) and the dense (bf16 / fp32) GEMV against the read-bandwidth probe of
+// bench/common/bandwidth.h (all threads, a buffer >= 8x the LLC, best full pass), taken at the
+// start and at the end: the higher is the roofline, and a row above it is flagged. GEMV
+// weights and KV caches rotate through --mib of copies (default: the probe's buffer, >= 8x
+// the LLC), so they stream from memory as in decode.
 // Threads: OMP_NUM_THREADS.
 #include <omp.h>
 
@@ -162,15 +164,28 @@ struct KvLayer {
   }
 };
 
-// One row of a bandwidth table: the label, then per KernelSet the GB/s that gbs(ks) measures
-// and its % of the probe's bw; flagged when any is above the probe.
+// One row of a bandwidth table: the label and, per KernelSet, the GB/s measured. Rows are
+// printed at the end, as % of the higher of two probes (before and after every row), with a
+// progress line on stderr as each is measured.
+struct BandwidthRow {
+  std::string label;
+  std::vector<double> gbs;
+};
+
 template <class Fn>
-void BandwidthRow(const std::string& label, const std::vector<const mk::KernelSet*>& sets,
-                  double bw, Fn gbs) {
-  std::printf("%-24s", label.c_str());
+BandwidthRow MeasureRow(const std::string& label, const std::vector<const mk::KernelSet*>& sets,
+                        Fn gbs) {
+  BandwidthRow row{label, {}};
+  for (const mk::KernelSet* ks : sets) row.gbs.push_back(gbs(*ks));
+  std::fprintf(stderr, "bench_kernels: %s measured\n", label.c_str());
+  return row;
+}
+
+// The row with each GB/s and its % of bw; flagged when any is above it.
+void PrintRow(const BandwidthRow& row, double bw) {
+  std::printf("%-24s", row.label.c_str());
   double most = 0;  // the highest fraction of the probe in the row
-  for (const mk::KernelSet* ks : sets) {
-    const double g = gbs(*ks);
+  for (const double g : row.gbs) {
     std::printf("%11.1f (%3.0f%%)", g, 100.0 * g / bw);
     most = std::max(most, g / bw);
   }
@@ -190,19 +205,19 @@ int main(int argc, char** argv) {
   for (const mk::KernelSet* ks : mk::AllKernelSets()) {
     if (ks->runs(mk::HostCpu())) sets.push_back(ks);
   }
-  const moondream::bench::BandwidthProbe probe = moondream::bench::ProbeReadBandwidth();
-  const double bw = probe.gbs;
-  if (mib <= 0) mib = static_cast<int64_t>(probe.buffer_bytes >> 20);
-  std::printf(
-      "threads %d, read bandwidth %s\nGEMV weights and KV caches cycle through %lld MiB of copies; "
-      "(%%) = of the probe\n\n",
-      omp_get_max_threads(), moondream::bench::Describe(probe).c_str(),
-      static_cast<long long>(mib));
+  namespace mb = moondream::bench;
+  const mb::BandwidthProbe probe_start = mb::ProbeReadBandwidth();
+  if (mib <= 0) mib = static_cast<int64_t>(probe_start.buffer_bytes >> 20);
+  std::printf("threads %d, read bandwidth at the start %s\n\n", omp_get_max_threads(),
+              mb::Describe(probe_start).c_str());
 
   std::printf("%-24s", "shape");
   for (const mk::KernelSet* ks : sets) std::printf("%18s", ks->name);
   std::printf("\n");
 
+  // The compute bound is measured before and after the GEMM; the higher counts.
+  std::vector<double> bound_before;
+  for (const mk::KernelSet* ks : sets) bound_before.push_back(MicroKernelBound(*ks));
   const Layer vision(1152, 4304, 0);
   std::printf("%-24s", "m=729 1152x4304 GFLOP/s");
   std::vector<double> gflops;
@@ -214,47 +229,57 @@ int main(int argc, char** argv) {
   std::printf("\n%-24s", "  bound, % of it");
   bool above_bound = false;
   for (size_t i = 0; i < sets.size(); ++i) {
-    const double bound = 2.0 * MicroKernelBound(*sets[i]) / 1e9;
+    const double bound = 2.0 * std::max(bound_before[i], MicroKernelBound(*sets[i])) / 1e9;
     std::printf("%11.1f (%3.0f%%)", bound, 100.0 * gflops[i] / bound);
     above_bound = above_bound || gflops[i] > bound;
   }
   std::printf("%s\n", above_bound ? "  ABOVE BOUND: the machine's load changed between them" : "");
 
-  for (const auto& [k, n] : std::vector<std::pair<int64_t, int64_t>>{
-           {2048, 2048}, {2048, 6144}, {2048, 8192}, {8192, 2048}, {2048, 51200}}) {
+  // The GEMV rows (packed int8 weights), decode attention over the int8 KV cache (one text
+  // layer: keys, values and row scales) and the dense GEMV (bf16 / fp32 weights; variants
+  // with the same GEMV, avxvnni: avx2's, are timed again, as a measure of the noise).
+  const std::vector<std::pair<int64_t, int64_t>> text_shapes = {
+      {2048, 2048}, {2048, 6144}, {2048, 8192}, {8192, 2048}, {2048, 51200}};
+  std::vector<BandwidthRow> int8_rows, dense_rows;
+  for (const auto& [k, n] : text_shapes) {
     const Layer layer(k, n, mib << 20);
-    BandwidthRow("m=1 " + std::to_string(k) + "x" + std::to_string(n) + " GB/s", sets, bw,
-                 [&](const mk::KernelSet& ks) {
-                   return static_cast<double>(mk::PackedInt8Bytes(n, k)) / layer.Time(ks, 1, 20) /
-                          1e9;
-                 });
+    int8_rows.push_back(MeasureRow("m=1 " + std::to_string(k) + "x" + std::to_string(n) + " GB/s",
+                                   sets, [&](const mk::KernelSet& ks) {
+                                     return static_cast<double>(mk::PackedInt8Bytes(n, k)) /
+                                            layer.Time(ks, 1, 20) / 1e9;
+                                   }));
   }
-
-  // Decode attention over the int8 KV cache (kernels::DecodeAttention, one text layer),
-  // GB/s of keys, values and row scales read.
   for (int64_t positions : {743, 2048}) {
     const KvLayer layer(positions, mib << 20);
-    BandwidthRow("attn kv8 " + std::to_string(positions) + " pos GB/s", sets, bw,
-                 [&](const mk::KernelSet& ks) {
-                   return static_cast<double>(layer.Bytes()) / layer.Time(ks, Slow(ks) ? 2 : 20) /
-                          1e9;
-                 });
+    int8_rows.push_back(MeasureRow(
+        "attn kv8 " + std::to_string(positions) + " pos GB/s", sets, [&](const mk::KernelSet& ks) {
+          return static_cast<double>(layer.Bytes()) / layer.Time(ks, Slow(ks) ? 2 : 20) / 1e9;
+        }));
   }
-
-  // The dense GEMV (decode with bf16 / fp32 weights), GB/s of weights read. Variants with
-  // the same GEMV (avxvnni: avx2's) are timed again, as a measure of the noise.
-  std::printf("\ndense GEMV (kernels::Gemv), GB/s of weights and %% of the probe\n");
   for (mk::GemvWeights type : {mk::GemvWeights::kBFloat16, mk::GemvWeights::kFloat32}) {
-    for (const auto& [k, n] : std::vector<std::pair<int64_t, int64_t>>{
-             {2048, 2048}, {2048, 6144}, {2048, 8192}, {8192, 2048}, {2048, 51200}}) {
+    for (const auto& [k, n] : text_shapes) {
       const DenseLayer layer(type, k, n, mib << 20);
-      BandwidthRow(std::string(type == mk::GemvWeights::kBFloat16 ? "bf16 " : "fp32 ") +
-                       std::to_string(k) + "x" + std::to_string(n) + " GB/s",
-                   sets, bw, [&](const mk::KernelSet& ks) {
-                     return static_cast<double>(layer.bytes) / layer.Time(ks, Slow(ks) ? 2 : 20) /
-                            1e9;
-                   });
+      dense_rows.push_back(MeasureRow(
+          std::string(type == mk::GemvWeights::kBFloat16 ? "bf16 " : "fp32 ") + std::to_string(k) +
+              "x" + std::to_string(n) + " GB/s",
+          sets, [&](const mk::KernelSet& ks) {
+            return static_cast<double>(layer.bytes) / layer.Time(ks, Slow(ks) ? 2 : 20) / 1e9;
+          }));
     }
   }
+
+  // The roofline: the higher of the two probes (the machine's load drifts during a run).
+  const mb::BandwidthProbe probe_end = mb::ProbeReadBandwidth();
+  const double bw = std::max(probe_start.gbs, probe_end.gbs);
+  std::printf(
+      "\nread bandwidth at the end %s\nroofline %.1f GB/s, the higher of the two; GEMV weights "
+      "and KV caches cycle through %lld MiB of copies; (%%) = of the roofline\n\n",
+      mb::Describe(probe_end).c_str(), bw, static_cast<long long>(mib));
+  std::printf("%-24s", "INT8, m=1");
+  for (const mk::KernelSet* ks : sets) std::printf("%18s", ks->name);
+  std::printf("\n");
+  for (const BandwidthRow& row : int8_rows) PrintRow(row, bw);
+  std::printf("\ndense GEMV (kernels::Gemv), GB/s of weights\n");
+  for (const BandwidthRow& row : dense_rows) PrintRow(row, bw);
   return 0;
 }
