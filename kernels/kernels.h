@@ -39,8 +39,11 @@ constexpr int64_t kPanel = 64;
 int64_t PanelWidth(int64_t n, int64_t panel);  // columns stored in that panel (16 | width)
 int64_t PackedInt8Bytes(int64_t n, int64_t k);
 // q: int8 [n, k] row-major (values in [-127, 127]). packed: PackedInt8Bytes(n, k) bytes;
-// row_sum[n] = 128 * sum_k q[r, k] (the VNNI kernels' u8 offset correction).
+// row_sum[n] = 128 * sum_k q[r, k] (the VNNI kernels' u8 offset correction). packed may be
+// q itself where PackableInPlace(n, k): each panel then lies exactly over its own rows of q.
 void PackInt8Weights(const int8_t* q, int64_t n, int64_t k, int8_t* packed, int32_t* row_sum);
+// n % 16 == 0 and k % 4 == 0: no padding, PackedInt8Bytes(n, k) == n * k.
+bool PackableInPlace(int64_t n, int64_t k);
 
 struct Int8GemmArgs {
   const float* x = nullptr;  // fp32 activations [m, k], row stride ldx

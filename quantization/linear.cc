@@ -125,12 +125,17 @@ Linear Linear::Int8(Int8Matrix weight, at::Tensor bias, const kernels::KernelSet
   impl->scale = weight.scale.to(at::kFloat).contiguous();
   impl->bias = bias.defined() ? bias.to(at::kFloat).contiguous() : bias;
   if (weight.q.device().is_cpu()) {
-    // The plain copy is dropped with `weight` once packed.
-    const at::Tensor q = weight.q.contiguous();
     impl->kernels = kernels != nullptr ? kernels : &kernels::DefaultKernels();
-    impl->packed = at::empty({static_cast<int64_t>(kernels::PackedInt8Bytes(impl->out, impl->in))},
-                             at::kChar);
     impl->row_sum = at::empty({impl->out}, at::kInt);
+    at::Tensor q = std::move(weight.q);
+    if (!q.is_contiguous()) q = q.contiguous();
+    // A plain copy this call alone holds is packed where it lies (the shapes without
+    // padding: every Moondream layer): no second buffer, its pages faulted once. Otherwise
+    // it is packed into a new buffer and dropped with `weight`.
+    const bool in_place = kernels::PackableInPlace(impl->out, impl->in) && q.use_count() == 1 &&
+                          q.storage().use_count() == 1 && q.storage_offset() == 0;
+    const int64_t bytes = kernels::PackedInt8Bytes(impl->out, impl->in);
+    impl->packed = in_place ? q.view({-1}) : at::empty({bytes}, at::kChar);
     kernels::PackInt8Weights(q.data_ptr<int8_t>(), impl->out, impl->in,
                              impl->packed.data_ptr<int8_t>(), impl->row_sum.data_ptr<int32_t>());
   } else {

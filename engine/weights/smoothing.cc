@@ -164,6 +164,30 @@ absl::Status SmoothingPlan::Compute(const std::string& group) {
 
 namespace {
 
+// max_j |w[j]| over j < n in 16 running maxima side by side, so it vectorizes (a maximum
+// is exact in any order); a NaN is skipped.
+float AbsMax(const float* w, int64_t n) {
+  constexpr int kLanes = 16;
+  float m[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) m[l] = std::max(m[l], std::fabs(w[j + l]));
+  }
+  for (; j < n; ++j) m[0] = std::max(m[0], std::fabs(w[j]));
+  return *std::max_element(m, m + kLanes);
+}
+
+// acc[j] = max(acc[j], |w[j]| * inv) for j < n, 16 at a time so it vectorizes as AbsMax
+// does; a NaN is skipped.
+void MaxScaledAbs(const float* __restrict w, int64_t n, float inv, float* __restrict acc) {
+  constexpr int kLanes = 16;
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[j + l] = std::max(acc[j + l], std::fabs(w[j + l]) * inv);
+  }
+  for (; j < n; ++j) acc[j] = std::max(acc[j], std::fabs(w[j]) * inv);
+}
+
 struct Source {
   const SafetensorsFile* file;
   absl::StatusOr<const TensorView*> Find(const std::string& name) const {
@@ -181,7 +205,8 @@ struct Source {
   // takes. INT8 weights are quantized per output row, each on its own grid, so this (not
   // the raw column maximum) is what a column rescaling trades against: it is unchanged when
   // rows are rescaled (query, key or value rows x K, say), as their quantization is. Zero
-  // rows count as 0; a NaN is skipped (the quantizer refuses that tensor by name right after).
+  // rows count as 0, and so may a row holding NaN (the quantizer refuses that tensor by name
+  // right after).
   absl::StatusOr<at::Tensor> ColRelMax(const std::string& name) const {
     auto t = Matrix(name);
     if (!t.ok()) return t.status();
@@ -193,11 +218,10 @@ struct Source {
       std::vector<float> part(static_cast<size_t>(in), 0.f);
       for (int64_t r = b0; r < b1; ++r) {
         const float* w = rows + (r - b0) * in;
-        float row_max = 0;
-        for (int64_t j = 0; j < in; ++j) row_max = std::max(row_max, std::fabs(w[j]));
+        const float row_max = AbsMax(w, in);
         if (!(row_max > 0) || !std::isfinite(row_max)) continue;
         const float inv = 1.f / row_max;
-        for (int64_t j = 0; j < in; ++j) part[j] = std::max(part[j], std::fabs(w[j]) * inv);
+        MaxScaledAbs(w, in, inv, part.data());
       }
       const std::lock_guard<std::mutex> lock(mu);
       for (int64_t j = 0; j < in; ++j) mp[j] = std::max(mp[j], part[j]);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -27,23 +28,37 @@ int64_t PackedInt8Bytes(int64_t n, int64_t k) {
   return (last * kPanel + PanelWidth(n, last)) * K4(k) * 4;
 }
 
+bool PackableInPlace(int64_t n, int64_t k) { return n % kGroup == 0 && k % 4 == 0; }
+
 void PackInt8Weights(const int8_t* q, int64_t n, int64_t k, int8_t* packed, int32_t* row_sum) {
   const int64_t k4 = K4(k);
   const int64_t panels = Panels(n);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t width = PanelWidth(n, p);
-    int8_t* panel = packed + p * kPanel * k4 * 4;
-    // Zero first: the padding columns and the k padding stay 0.
-    std::memset(panel, 0, static_cast<size_t>(width * k4 * 4));
-    for (int64_t c = 0; c < std::min(width, n - p * kPanel); ++c) {
-      const int8_t* row = q + (p * kPanel + c) * k;
-      int32_t sum = 0;
-      for (int64_t i = 0; i < k; ++i) {
-        panel[(i / 4) * width * 4 + c * 4 + i % 4] = row[i];
-        sum += row[i];
+  const bool in_place = q == packed;  // PackableInPlace: panel p covers exactly its rows
+#pragma omp parallel
+  {
+    // In place, a panel's rows are read from a copy (at most 64 rows, this thread's buffer
+    // for all its panels) as the panel is rewritten.
+    std::vector<int8_t> copy;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t width = PanelWidth(n, p), rows = std::min(width, n - p * kPanel);
+      int8_t* panel = packed + p * kPanel * k4 * 4;
+      const int8_t* src = q + p * kPanel * k;
+      if (in_place) {
+        copy.assign(src, src + rows * k);
+        src = copy.data();
       }
-      row_sum[p * kPanel + c] = 128 * sum;
+      // Zero first: the padding columns and the k padding stay 0.
+      std::memset(panel, 0, static_cast<size_t>(width * k4 * 4));
+      for (int64_t c = 0; c < rows; ++c) {
+        const int8_t* row = src + c * k;
+        int32_t sum = 0;
+        for (int64_t i = 0; i < k; ++i) {
+          panel[(i / 4) * width * 4 + c * 4 + i % 4] = row[i];
+          sum += row[i];
+        }
+        row_sum[p * kPanel + c] = 128 * sum;
+      }
     }
   }
 }

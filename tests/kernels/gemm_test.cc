@@ -294,5 +294,29 @@ TEST(GemmScalar, MatchesNaiveInt32) {
   }
 }
 
+// Packing over q itself (what Linear::Int8 does with a plain copy it owns) writes the same
+// bytes and row sums as packing into a separate buffer, on the model's layer shapes and a
+// short last panel; shapes with padding are not packable in place.
+TEST(PackInt8, InPlaceEqualsSeparate) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {3456, 1152}, {4304, 1152}, {1152, 4304}, {6144, 2048}, {2048, 8192}, {80, 12}, {16, 4}};
+  for (const auto& [n, k] : shapes) {
+    SCOPED_TRACE(std::to_string(n) + "x" + std::to_string(k));
+    ASSERT_TRUE(PackableInPlace(n, k));
+    ASSERT_EQ(PackedInt8Bytes(n, k), n * k);
+    Rng rng(static_cast<uint64_t>(n * 31 + k));
+    std::vector<int8_t> q(static_cast<size_t>(n * k));
+    for (int8_t& v : q) v = rng.Int8();
+    std::vector<int8_t> packed(q.size()), in_place = q;
+    std::vector<int32_t> row_sum(static_cast<size_t>(n)), row_sum_in_place(row_sum.size());
+    PackInt8Weights(q.data(), n, k, packed.data(), row_sum.data());
+    PackInt8Weights(in_place.data(), n, k, in_place.data(), row_sum_in_place.data());
+    EXPECT_EQ(in_place, packed);
+    EXPECT_EQ(row_sum_in_place, row_sum);
+  }
+  EXPECT_FALSE(PackableInPlace(77, 4096));
+  EXPECT_FALSE(PackableInPlace(64, 4099));
+}
+
 }  // namespace
 }  // namespace moondream::kernels

@@ -103,6 +103,20 @@ TEST(Int8Linear, EveryIsaMatchesTheScalarReference) {
   }
 }
 
+// A plain copy handed over with std::move is packed where it lies (shapes without padding)
+// and gives the same outputs as one packed into a separate buffer (a copy the caller keeps).
+TEST(Int8Linear, PackedInPlaceGivesTheSameResult) {
+  at::manual_seed(17);
+  const at::Tensor w = at::randn({96, 132}), b = at::randn({96}), x = at::randn({5, 132});
+  const Int8Matrix q = Quantize(w);
+  const Linear kept = Linear::Int8(q, b);  // q still held here: a separate buffer
+  Int8Matrix owned{q.q.clone(), q.scale.clone()};
+  const Linear moved = Linear::Int8(std::move(owned), b);
+  EXPECT_TRUE(at::equal(moved.Forward(x), kept.Forward(x)));
+  EXPECT_EQ(moved.bytes(), kept.bytes());
+  EXPECT_TRUE(at::equal(q.q, Quantize(w).q)) << "the kept copy was packed over";
+}
+
 TEST(Int8Linear, ThreadCountDoesNotChangeResult) {
   at::manual_seed(4);
   const Int8Matrix q = Quantize(at::randn({200, 300}));
