@@ -48,16 +48,16 @@ void PackInt8Weights(const int8_t* q, int64_t n, int64_t k, int8_t* packed, int3
         copy.assign(src, src + rows * k);
         src = copy.data();
       }
-      // Zero first: the padding columns and the k padding stay 0.
-      std::memset(panel, 0, static_cast<size_t>(width * k4 * 4));
+      // Padding columns and the k padding are 0 (zeroed first where there are any).
+      if (rows < width || k % 4 != 0) std::memset(panel, 0, static_cast<size_t>(width * k4 * 4));
       for (int64_t c = 0; c < rows; ++c) {
         const int8_t* row = src + c * k;
         int32_t sum = 0;
-        for (int64_t i = 0; i < k; ++i) {
-          panel[(i / 4) * width * 4 + c * 4 + i % 4] = row[i];
-          sum += row[i];
-        }
+        for (int64_t i = 0; i < k; ++i) sum += row[i];
         row_sum[p * kPanel + c] = 128 * sum;
+        int8_t* out = panel + c * 4;  // byte (kg, c, i) at kg * width * 4 + c * 4 + i
+        for (int64_t kg = 0; kg < k / 4; ++kg) std::memcpy(out + kg * width * 4, row + kg * 4, 4);
+        if (k % 4 != 0) std::memcpy(out + (k / 4) * width * 4, row + k / 4 * 4, k % 4);
       }
     }
   }
