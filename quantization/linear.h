@@ -60,7 +60,8 @@ enum class Activation {
 // y = x W^T + b. The only place FP and INT8 differ; a copyable, immutable handle.
 // INT8 on the CPU: the weights are packed once into the kernel layer's blocked layout (a
 // plain copy moved in is packed where it lies when the shape has no padding; otherwise it is
-// copied into a new buffer and dropped) and every call runs the chosen ISA's INT8 GEMM (kernels/):
+// copied into a new buffer and dropped) and every call runs the chosen ISA's INT8 GEMM
+// (kernels/):
 // activations quantized per token (row) to 8 bits, int32 accumulation,
 // y = acc * (a_scale * w_scale[row]) + bias, an optional fused GELU. Nothing is dequantized
 // per call. CUDA tensors: weight-only dequantization, then an fp16 matmul.

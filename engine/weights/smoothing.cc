@@ -205,8 +205,7 @@ struct Source {
   // takes. INT8 weights are quantized per output row, each on its own grid, so this (not
   // the raw column maximum) is what a column rescaling trades against: it is unchanged when
   // rows are rescaled (query, key or value rows x K, say), as their quantization is. Zero
-  // rows count as 0, and so may a row holding NaN (the quantizer refuses that tensor by name
-  // right after).
+  // rows count as 0; a NaN is skipped (the quantizer refuses that tensor by name right after).
   absl::StatusOr<at::Tensor> ColRelMax(const std::string& name) const {
     auto t = Matrix(name);
     if (!t.ok()) return t.status();
