@@ -207,8 +207,10 @@ void Int8GemmWith(const Int8GemmArgs& g, void* workspace) {
   const GemmCtx t{&g, qa, lda, lda / 4, a_scale};
 
   // Work units (row block, panel) in row-block-major order, handed out dynamically in runs
-  // of `grab` consecutive panels: a descheduled thread (shared machine) does not hold up the
-  // others, and a decode (m = 1) still streams long contiguous runs of panels.
+  // of consecutive panels: a descheduled thread (shared machine) does not hold up the
+  // others, and a decode (m = 1) still streams long contiguous runs of panels. Runs are
+  // 1/8 of a thread's share, shrinking near the end (a quarter of the rest per thread,
+  // down to one unit) so that the threads finish together.
   const int64_t panels = (g.n + kPanel - 1) / kPanel;
   const int64_t mc = std::max<int64_t>(
       K::kMr, kActivationBlockBytes / std::max<int64_t>(t.lda, 1) / K::kMr * K::kMr);
@@ -220,14 +222,18 @@ void Int8GemmWith(const Int8GemmArgs& g, void* workspace) {
     for (int64_t r = 0; r < g.m; ++r) {
       QuantizeRow<K, K::kUnsignedA>(g.x + r * g.ldx, g.k, t.lda, qa + r * t.lda, a_scale + r);
     }  // implicit barrier: every row is quantized before any tile runs
-    const int64_t grab = std::max<int64_t>(1, units / (8 * omp_get_num_threads()));
-    for (int64_t u0 = next.fetch_add(grab); u0 < units; u0 = next.fetch_add(grab)) {
+    const int64_t threads = omp_get_num_threads();
+    const int64_t most = std::max<int64_t>(1, units / (8 * threads));
+    for (int64_t u0 = next.load(std::memory_order_relaxed); u0 < units;) {
+      const int64_t grab = std::clamp<int64_t>((units - u0) / (4 * threads), 1, most);
+      if (!next.compare_exchange_weak(u0, u0 + grab, std::memory_order_relaxed)) continue;
       for (int64_t u = u0; u < std::min(units, u0 + grab); ++u) {
         const int64_t rb = u / panels * mc, re = std::min(g.m, rb + mc);
         for (int64_t r = rb; r < re; r += K::kMr) {
           RunTile<K>(t, u % panels, r, static_cast<int>(std::min<int64_t>(K::kMr, re - r)));
         }
       }
+      u0 = next.load(std::memory_order_relaxed);
     }
   }
 }
