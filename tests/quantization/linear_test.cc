@@ -103,15 +103,18 @@ TEST(Int8Linear, EveryIsaMatchesTheScalarReference) {
   }
 }
 
-// A plain copy handed over with std::move is packed where it lies (shapes without padding)
-// and gives the same outputs as one packed into a separate buffer (a copy the caller keeps).
+// A plain copy handed over with std::move is packed where it lies (shapes without padding:
+// its storage lives on in the layer) and gives the same outputs as one packed into a
+// separate buffer (a copy the caller keeps).
 TEST(Int8Linear, PackedInPlaceGivesTheSameResult) {
   at::manual_seed(17);
   const at::Tensor w = at::randn({96, 132}), b = at::randn({96}), x = at::randn({5, 132});
   const Int8Matrix q = Quantize(w);
   const Linear kept = Linear::Int8(q, b);  // q still held here: a separate buffer
   Int8Matrix owned{q.q.clone(), q.scale.clone()};
+  const auto plain = owned.q.storage().getWeakStorageImpl();  // not a strong reference
   const Linear moved = Linear::Int8(std::move(owned), b);
+  EXPECT_FALSE(plain.expired()) << "the moved copy was not packed where it lay";
   EXPECT_TRUE(at::equal(moved.Forward(x), kept.Forward(x)));
   EXPECT_EQ(moved.bytes(), kept.bytes());
   EXPECT_TRUE(at::equal(q.q, Quantize(w).q)) << "the kept copy was packed over";
